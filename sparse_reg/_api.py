@@ -1,0 +1,214 @@
+"""The front door: :func:`loss` and :func:`loss_and_grad` validate, resolve the backend, delegate."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from sparse_reg._numerics import Array
+from sparse_reg._validation import check_logits_and_labels, check_reduction
+from sparse_reg.backends import array_namespace, fast_path, library_of, resolve
+from sparse_reg.errors import NoClosedFormGradientError
+from sparse_reg.regularizer import Objective, SRTerms, sr_terms
+
+__all__ = ["loss", "loss_and_grad"]
+
+#: Libraries that can differentiate a value-only user loss, and the module that knows how.
+_AUTOGRAD = {"torch": "sparse_reg.backends.torch", "jax": "sparse_reg.backends.jax"}
+
+
+def reduce(per_sample: Array, reduction: str, xp: ModuleType) -> Array:
+    """Apply ``reduction``; the mean of an empty batch is 0, so it never poisons a sum of losses."""
+    if reduction == "none":
+        return per_sample
+    total = xp.sum(per_sample)
+    return total if reduction == "sum" else total / max(per_sample.shape[0], 1)
+
+
+def _prepare(
+    logits: Any, labels: Any, backend: str | None, reduction: str, objective_args: dict[str, Any]
+) -> tuple[ModuleType, Array, Array, Objective]:
+    objective = Objective.create(**objective_args)
+    check_reduction(reduction)
+    xp, logits, labels = resolve(logits, labels, backend)
+    check_logits_and_labels(logits, labels, xp)
+    return xp, logits, labels, objective
+
+
+def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType | None:
+    module = fast_path(logits) if fused else None
+    return module if module is not None and module.supports(objective) else None
+
+
+def loss(
+    logits: Any,
+    labels: Any,
+    *,
+    base: str = "ce",
+    tau: float = 0.5,
+    p: float = 0.1,
+    lam: Any = 1.0,
+    normalize: bool = False,
+    clamp: float | None = None,
+    reduction: str = "mean",
+    backend: str | None = None,
+    fused: bool = True,
+    **base_params: Any,
+) -> Array:
+    r"""Sparse-regularized loss :math:`L(\sigma_\tau(z), y) + \lambda \sum_k \sigma_\tau(z)_k^p`.
+
+    Parameters
+    ----------
+    logits
+        Array of shape ``(N, C)``, floating point, from NumPy, CuPy, PyTorch, JAX or any array-API
+        library. It decides the library and device of the computation and of the result.
+    labels
+        Integer class indices of shape ``(N,)`` in ``[0, C)``. NumPy labels follow the logits to
+        their library and device.
+    base
+        Base loss name (see :func:`sparse_reg.available_losses`): ``"ce"``, ``"focal"`` (alias
+        ``"fl"``), ``"gce"``, ``"mae"``, ``"mse"``, ``"rce"``, ``"sce"``, ``"nce"``, ``"nfl"``,
+        ``"ngce"``, ``"nmae"``, ``"nce+rce"``, ``"nce+mae"``, ``"nfl+rce"``, ``"nfl+mae"``, or one
+        added with :func:`sparse_reg.register_loss`.
+    tau
+        Sharpening temperature :math:`\tau > 0` (default 0.5, the paper's CIFAR setting).
+    p
+        Penalty exponent in :math:`(0, 1]` (default 0.1); :math:`p = 1` switches the penalty off
+        in effect, since :math:`\sum_k s_k = 1`.
+    lam
+        Penalty weight :math:`\lambda \ge 0` (default 1.0), a number or a 0-D array; grow it during
+        training with :class:`sparse_reg.LambdaSchedule`. ``lam=0`` gives the plain base loss on
+        the sharpened output.
+    normalize
+        L2-normalise each row of logits before dividing by :math:`\tau`, as the official code does
+        on CIFAR (default ``False``: the paper's formula).
+    clamp
+        ``None`` (default) computes the penalty exactly in the log domain; ``1e-7`` reproduces the
+        official code's ``clamp(s, 1e-7, 1) ** p``.
+    reduction
+        ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for per-sample values.
+    backend
+        ``None`` lets ``logits`` decide; ``"numpy"``, ``"torch"``, ``"cupy"``, ``"jax"`` or
+        ``"array_api_strict"`` (optionally with a device, e.g. ``"torch:cuda"``) moves NumPy input
+        to that library. Arrays of another device library are never converted implicitly: use
+        :func:`sparse_reg.backends.to_backend`.
+    fused
+        Use the backend's fused value-and-gradient path where one exists (default). ``False`` runs
+        the array-API reference, which torch and JAX differentiate by autograd.
+    **base_params
+        Parameters of the base loss, e.g. ``gamma`` for focal, ``q`` for GCE, ``alpha`` and
+        ``beta`` for SCE and the active-passive sums.
+
+    Returns
+    -------
+    Array
+        A 0-D array (``"mean"``, ``"sum"``) or shape ``(N,)`` (``"none"``) in the logits' library
+        and device. The dtype is the logits' for float32 and float64; float16 and bfloat16 logits
+        are computed in float32 and give a float32 value, as under autocast.
+
+    Notes
+    -----
+    * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
+    * Non-finite logits are not checked, since that would force a device synchronisation: a row
+      holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
+      classes of probability zero and are handled exactly while the row has a finite entry.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sparse_reg as sr
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> labels = np.array([0, 2])
+    >>> float(sr.loss(logits, labels, tau=0.5, p=0.1, lam=1.0))
+    1.1393...
+    """
+    args = dict(base=base, tau=tau, p=p, lam=lam, normalize=normalize, clamp=clamp, **base_params)
+    xp, logits, labels, objective = _prepare(logits, labels, backend, reduction, args)
+    fast = _fast_path(logits, objective, fused)
+    differentiable = getattr(fast, "differentiable_loss", None)
+    if differentiable is not None:
+        return differentiable(logits, labels, objective, reduction)
+    terms = (fast.sr_terms if fast else sr_terms)(logits, labels, objective, need_grad=False)
+    return reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
+
+
+def loss_and_grad(
+    logits: Any,
+    labels: Any,
+    *,
+    base: str = "ce",
+    tau: float = 0.5,
+    p: float = 0.1,
+    lam: Any = 1.0,
+    normalize: bool = False,
+    clamp: float | None = None,
+    reduction: str = "mean",
+    backend: str | None = None,
+    fused: bool = True,
+    **base_params: Any,
+) -> tuple[Array, Array]:
+    r"""The loss of :func:`loss` and its closed-form gradient with respect to the logits.
+
+    Takes exactly the arguments of :func:`loss`. The gradient is computed by the one chain rule of
+    :mod:`sparse_reg.regularizer` on every backend, so NumPy and CuPy need no autograd.
+
+    Returns
+    -------
+    value : Array
+        As :func:`loss` returns it.
+    grad : Array
+        :math:`\partial\,\text{value}/\partial z`, shape ``(N, C)``, in the logits' dtype. With
+        ``reduction="none"``, row :math:`i` is the gradient of sample :math:`i`'s loss.
+
+    Raises
+    ------
+    NoClosedFormGradientError
+        The base loss was registered without a gradient and the library (NumPy, CuPy,
+        array-api-strict) has no autograd.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sparse_reg as sr
+    >>> value, grad = sr.loss_and_grad(np.array([[2.0, 0.5, -1.0]]), np.array([0]))
+    >>> grad.shape, abs(float(grad.sum())) < 1e-12
+    ((1, 3), True)
+    """
+    args = dict(base=base, tau=tau, p=p, lam=lam, normalize=normalize, clamp=clamp, **base_params)
+    xp, logits, labels, objective = _prepare(logits, labels, backend, reduction, args)
+    if objective.base.grad is None:
+        return _autograd_value_and_grad(logits, labels, objective, reduction, xp)
+    fast = _fast_path(logits, objective, fused)
+    terms: SRTerms = (fast.sr_terms if fast else sr_terms)(
+        logits, labels, objective, need_grad=True
+    )
+    value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
+    if reduction == "mean":
+        return value, terms.grad / max(logits.shape[0], 1)
+    return value, terms.grad
+
+
+def _autograd_value_and_grad(
+    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType
+) -> tuple[Array, Array]:
+    library = library_of(logits)
+    module = _AUTOGRAD.get(library)
+    if module is None:
+        raise NoClosedFormGradientError(
+            f"base loss {objective.base.name!r} was registered without a gradient, and {library} "
+            "has no autograd; register it with grad=..., or call loss_and_grad on torch or JAX "
+            "arrays"
+        )
+
+    def total(z: Array) -> Array:
+        terms = sr_terms(z, labels, objective, need_grad=False)
+        return xp.sum(terms.base + objective.lam * terms.penalty)
+
+    value_and_grad = importlib.import_module(module).value_and_grad
+    _, grad = value_and_grad(total, logits)
+    terms = sr_terms(logits, labels, objective, need_grad=False)
+    value = reduce(terms.base + objective.lam * terms.penalty, reduction, array_namespace(logits))
+    if reduction == "mean":
+        grad = grad / max(logits.shape[0], 1)
+    return value, grad

@@ -1,0 +1,71 @@
+"""Standard-only numerical building blocks shared by every formula.
+
+Everything here uses the array API standard alone (no ``xp.logsumexp``, no in-place writes,
+``device=`` on every creation), so it runs unchanged on NumPy, CuPy, PyTorch, JAX and
+array-api-strict.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+Array = Any
+
+#: Row norms below this are clamped, as :func:`torch.nn.functional.normalize` does.
+NORM_EPS = 1e-12
+
+
+def compute_dtype(xp: ModuleType, dtype: Any) -> Any:
+    """The dtype the formulas run in: float32 for 16-bit floats, otherwise ``dtype`` itself.
+
+    Half-precision exponentials overflow for logits of a few hundred over ``tau``; computing in
+    float32 and casting the gradient back is what autocast does for softmax-type losses.
+    """
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
+def log_softmax(u: Array, xp: ModuleType, axis: int = -1) -> Array:
+    r""":math:`\log\operatorname{softmax}(u)` along ``axis`` by the log-sum-exp trick.
+
+    .. math:: \log s_k = u_k - m - \log\sum_j e^{u_j - m},\qquad m = \max_j u_j
+
+    A row of only ``-inf`` would make :math:`m` infinite; it is shifted by zero instead, giving NaN
+    for that row rather than a silent wrong value elsewhere.
+    """
+    m = xp.max(u, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    shifted = u - m
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def row_norm(z: Array, xp: ModuleType) -> Array:
+    """Euclidean norm of each row, clamped below at :data:`NORM_EPS`, shape ``(N, 1)``."""
+    norm = xp.sqrt(xp.sum(z * z, axis=-1, keepdims=True))
+    return xp.maximum(norm, NORM_EPS)
+
+
+def normalize_backward(grad_n: Array, n: Array, norm: Array, xp: ModuleType) -> Array:
+    r"""Pull a gradient with respect to :math:`n = z/\lVert z\rVert` back to :math:`z`.
+
+    .. math:: \frac{\partial L}{\partial z} = \frac{g - n\,(n\cdot g)}{\lVert z\rVert}
+
+    Where the norm was clamped, :math:`n = z/\epsilon` is linear in :math:`z` and the projection
+    term vanishes.
+    """
+    projected = grad_n - n * xp.sum(n * grad_n, axis=-1, keepdims=True)
+    return xp.where(norm > NORM_EPS, projected, grad_n) / norm
+
+
+def label_mask(labels: Array, num_classes: int, xp: ModuleType, device: Any) -> Array:
+    """Boolean one-hot mask of shape ``(N, C)``: ``mask[i, k]`` is ``labels[i] == k``."""
+    # 8- and 16-bit label dtypes cannot hold every class index; compare in 32 bits at least.
+    if xp.iinfo(labels.dtype).bits < 32:
+        labels = xp.astype(labels, xp.int32)
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=device)
+    return labels[:, None] == classes
+
+
+def at_label(x: Array, mask: Array, xp: ModuleType) -> Array:
+    """``x[i, labels[i]]`` for each row, via the mask so ``-inf`` elsewhere never meets a zero."""
+    return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)

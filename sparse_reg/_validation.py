@@ -1,0 +1,52 @@
+"""Checks on the arrays passed to the public functions, with messages that name the argument."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sparse_reg._numerics import Array
+from sparse_reg.backends import is_lazy_array
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: str) -> str:
+    """``reduction`` must be one of :data:`REDUCTIONS`."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}; got {reduction!r}"
+        )
+    return reduction
+
+
+def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> None:
+    """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
+
+    The label range needs the values, so it is skipped for lazy arrays (a traced ``jax.jit``
+    argument), where reading them is impossible.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
+    if not xp.isdtype(logits.dtype, "real floating"):
+        raise TypeError(
+            "logits must be floating point (float16, bfloat16, float32 or float64); "
+            f"got {logits.dtype}"
+        )
+    n, num_classes = logits.shape
+    if num_classes < 2:
+        raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(
+            f"labels must be an integer array of class indices in [0, C); got dtype {labels.dtype}"
+        )
+    if tuple(labels.shape) != (n,):
+        raise ValueError(
+            f"labels must have shape (N,) = ({n},) to match logits; got {tuple(labels.shape)}"
+        )
+    if n == 0 or is_lazy_array(labels):
+        return
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"labels must lie in [0, C) = [0, {num_classes}); got values from {low} to {high}"
+        )

@@ -1,0 +1,368 @@
+r"""The base-loss registry: one short definition per loss.
+
+Every base loss is a function of the log-probabilities :math:`\ell = \log s` (shape ``(N, C)``) and
+the one-hot label mask, with :math:`a = s_y = e^{\ell_y}`. Each definition gives the per-sample value
+and, where it has one, the closed-form gradient :math:`g = \partial L/\partial \ell` of shape
+``(N, C)``. One chain rule (:mod:`sparse_reg.regularizer`) turns :math:`g` into the gradient with
+respect to the logits for every loss, so a loss never differentiates through the softmax itself.
+
+Working on :math:`\ell` rather than :math:`s` keeps every formula in the log domain: :math:`1 - a`
+is ``-expm1(l_y)``, exact even when :math:`a` rounds to 1, and :math:`a^q` is ``exp(q l_y)``, finite
+even when :math:`a` underflows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any, Protocol
+
+from sparse_reg._numerics import Array, at_label
+
+__all__ = [
+    "BaseLoss",
+    "available_losses",
+    "get_loss",
+    "register_loss",
+]
+
+
+class ValueFn(Protocol):
+    def __call__(self, log_s: Array, mask: Array, *, xp: ModuleType, **params: Any) -> Array: ...
+
+
+class GradFn(Protocol):
+    def __call__(self, log_s: Array, mask: Array, *, xp: ModuleType, **params: Any) -> Array: ...
+
+
+#: Valid range of each built-in parameter: a predicate and the words for the error message.
+_PARAM_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "gamma": (lambda v: v >= 0, "a number >= 0"),
+    "q": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "alpha": (lambda v: v >= 0, "a number >= 0"),
+    "beta": (lambda v: v >= 0, "a number >= 0"),
+    "detach_weight": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+@dataclass(frozen=True)
+class BaseLoss:
+    r"""A registered base loss :math:`L(s, y)`.
+
+    Attributes
+    ----------
+    name
+        Registry key, as passed to ``base=``.
+    value
+        ``value(log_s, mask, *, xp, **params)`` -> per-sample loss, shape ``(N,)``.
+    grad
+        ``grad(log_s, mask, *, xp, **params)`` -> :math:`\partial L/\partial \log s`, shape
+        ``(N, C)``; ``None`` for a value-only loss, which is then differentiated by autograd.
+    defaults
+        Parameter names and their default values.
+    formula
+        The per-sample value in LaTeX, for the documentation.
+    """
+
+    name: str
+    value: ValueFn
+    grad: GradFn | None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    formula: str = ""
+
+    def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``given`` over the defaults, rejecting unknown names and out-of-range values."""
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "no parameters"
+            raise TypeError(
+                f"base loss {self.name!r} got unexpected parameter(s) {', '.join(unknown)}; "
+                f"it takes: {valid}"
+            )
+        params = {**self.defaults, **given}
+        for key, val in given.items():
+            check = _PARAM_RANGES.get(key)
+            if check is not None and not _passes(check[0], val):
+                raise ValueError(f"{key} of base loss {self.name!r} must be {check[1]}; got {val!r}")
+        return params
+
+
+def _passes(predicate: Callable[[Any], bool], value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return isinstance(value, bool) and predicate(value)
+    return math.isfinite(value) and predicate(value)
+
+
+_REGISTRY: dict[str, BaseLoss] = {}
+_ALIASES: dict[str, str] = {"fl": "focal"}
+
+
+def register_loss(
+    name: str,
+    value: ValueFn,
+    grad: GradFn | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    formula: str = "",
+    overwrite: bool = False,
+) -> BaseLoss:
+    r"""Register a base loss so ``base=name`` finds it everywhere.
+
+    Parameters
+    ----------
+    name
+        The key for ``base=``; lower case by convention.
+    value
+        ``value(log_s, mask, *, xp, **params)`` returning the per-sample loss ``(N,)``, written with
+        the array-API namespace ``xp`` (``log_s`` is :math:`\log\operatorname{softmax}(z/\tau)`,
+        ``mask`` the boolean one-hot labels).
+    grad
+        Optional :math:`\partial L/\partial \log s` with the same signature, shape ``(N, C)``.
+        Without it, torch and JAX differentiate ``value`` by autograd, and
+        :func:`sparse_reg.loss_and_grad` on NumPy or CuPy raises
+        :class:`~sparse_reg.errors.NoClosedFormGradientError`.
+    defaults
+        The loss's parameters and their defaults; only these names are accepted as ``**params``.
+    formula
+        LaTeX for the documentation.
+    overwrite
+        Replace an existing registration of ``name`` instead of raising.
+
+    Returns
+    -------
+    BaseLoss
+        The registered definition.
+
+    Examples
+    --------
+    >>> import sparse_reg as sr
+    >>> def brier_y(log_s, mask, *, xp):
+    ...     a = xp.exp(xp.sum(xp.where(mask, log_s, xp.zeros_like(log_s)), axis=-1))
+    ...     return (1 - a) ** 2
+    >>> _ = sr.register_loss("brier_y", brier_y, overwrite=True)
+    >>> "brier_y" in sr.available_losses()
+    True
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string; got {name!r}")
+    if (name in _REGISTRY or name in _ALIASES) and not overwrite:
+        raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
+    loss = BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula)
+    _REGISTRY[name] = loss
+    return loss
+
+
+def get_loss(name: str) -> BaseLoss:
+    """Look up a registered base loss by name (or alias, e.g. ``"fl"`` for ``"focal"``)."""
+    key = _ALIASES.get(name, name) if isinstance(name, str) else name
+    try:
+        return _REGISTRY[key]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown base loss {name!r}; valid: {', '.join(available_losses())}"
+        ) from None
+
+
+def available_losses() -> tuple[str, ...]:
+    """Names of every registered base loss, in registration order."""
+    return tuple(_REGISTRY)
+
+
+# --- helpers shared by the definitions -------------------------------------------------------
+
+
+def _on_label(per_sample: Array, mask: Array, xp: ModuleType) -> Array:
+    """Place a per-sample gradient on the label column, zeros elsewhere: shape ``(N, C)``."""
+    return xp.where(mask, per_sample[:, None], xp.zeros_like(per_sample)[:, None])
+
+
+def _one_minus_exp(ell: Array, xp: ModuleType) -> Array:
+    """:math:`1 - e^{\\ell}`, exact as :math:`\\ell \\to 0`."""
+    return -xp.expm1(ell)
+
+
+def _focal(ell: Array, gamma: float, detach_weight: bool, xp: ModuleType) -> tuple[Array, Array]:
+    r"""Elementwise focal term :math:`F(\ell) = -(1-e^\ell)^\gamma \ell` and :math:`dF/d\ell`.
+
+    .. math:: F'(\ell) = -(1-a)^\gamma + \gamma\, a\,(1-a)^\gamma\,\frac{\ell}{1-a}
+
+    :math:`\ell/(1-a) \to -1` as :math:`a \to 1`; the ratio is guarded so that limit is taken
+    exactly. With ``detach_weight`` the weight :math:`(1-a)^\gamma` is a constant, as in the
+    official code, and :math:`F' = -(1-a)^\gamma`.
+    """
+    one_minus_a = _one_minus_exp(ell, xp)
+    weight = one_minus_a**gamma
+    value = -weight * ell
+    if detach_weight:
+        return value, -weight
+    positive = one_minus_a > 0
+    safe = xp.where(positive, one_minus_a, xp.ones_like(one_minus_a))
+    ratio = xp.where(positive, ell / safe, -xp.ones_like(ell))
+    return value, -weight + gamma * xp.exp(ell) * weight * ratio
+
+
+# --- the built-in losses --------------------------------------------------------------------
+
+#: RCE's :math:`-\log 0`, clamped to :math:`-\log 10^{-4}` as in the SCE paper's code.
+RCE_SCALE = -math.log(1e-4)
+
+
+def _ce(log_s, mask, *, xp):
+    return -at_label(log_s, mask, xp)
+
+
+def _ce_grad(log_s, mask, *, xp):
+    return -xp.astype(mask, log_s.dtype)
+
+
+def _focal_value(log_s, mask, *, xp, gamma, detach_weight):
+    return _focal(at_label(log_s, mask, xp), gamma, detach_weight, xp)[0]
+
+
+def _focal_grad(log_s, mask, *, xp, gamma, detach_weight):
+    return _on_label(_focal(at_label(log_s, mask, xp), gamma, detach_weight, xp)[1], mask, xp)
+
+
+def _gce(log_s, mask, *, xp, q):
+    return -xp.expm1(q * at_label(log_s, mask, xp)) / q
+
+
+def _gce_grad(log_s, mask, *, xp, q):
+    return _on_label(-xp.exp(q * at_label(log_s, mask, xp)), mask, xp)
+
+
+def _mae(log_s, mask, *, xp):
+    return 2 * _one_minus_exp(at_label(log_s, mask, xp), xp)
+
+
+def _mae_grad(log_s, mask, *, xp):
+    return _on_label(-2 * xp.exp(at_label(log_s, mask, xp)), mask, xp)
+
+
+def _mse(log_s, mask, *, xp):
+    diff = xp.exp(log_s) - xp.astype(mask, log_s.dtype)
+    return xp.sum(diff * diff, axis=-1)
+
+
+def _mse_grad(log_s, mask, *, xp):
+    s = xp.exp(log_s)
+    return 2 * s * (s - xp.astype(mask, log_s.dtype))
+
+
+def _rce(log_s, mask, *, xp):
+    return RCE_SCALE * _one_minus_exp(at_label(log_s, mask, xp), xp)
+
+
+def _rce_grad(log_s, mask, *, xp):
+    return _on_label(-RCE_SCALE * xp.exp(at_label(log_s, mask, xp)), mask, xp)
+
+
+def _nce(log_s, mask, *, xp):
+    return at_label(log_s, mask, xp) / xp.sum(log_s, axis=-1)
+
+
+def _nce_grad(log_s, mask, *, xp):
+    total = xp.sum(log_s, axis=-1)
+    ratio = at_label(log_s, mask, xp) / total
+    return (xp.astype(mask, log_s.dtype) - ratio[:, None]) / total[:, None]
+
+
+def _nfl(log_s, mask, *, xp, gamma, detach_weight):
+    focal = _focal(log_s, gamma, detach_weight, xp)[0]
+    return at_label(focal, mask, xp) / xp.sum(focal, axis=-1)
+
+
+def _nfl_grad(log_s, mask, *, xp, gamma, detach_weight):
+    focal, dfocal = _focal(log_s, gamma, detach_weight, xp)
+    total = xp.sum(focal, axis=-1)
+    ratio = at_label(focal, mask, xp) / total
+    return (xp.astype(mask, log_s.dtype) - ratio[:, None]) * dfocal / total[:, None]
+
+
+def _ngce_parts(log_s, mask, xp, q):
+    num_classes = log_s.shape[-1]
+    powered = xp.exp(q * log_s)
+    numerator = -xp.expm1(q * at_label(log_s, mask, xp))
+    return powered, numerator, num_classes - xp.sum(powered, axis=-1)
+
+
+def _ngce(log_s, mask, *, xp, q):
+    _, numerator, denominator = _ngce_parts(log_s, mask, xp, q)
+    return numerator / denominator
+
+
+def _ngce_grad(log_s, mask, *, xp, q):
+    powered, numerator, denominator = _ngce_parts(log_s, mask, xp, q)
+    ratio = numerator / denominator
+    return q * powered * (ratio[:, None] - xp.astype(mask, log_s.dtype)) / denominator[:, None]
+
+
+def _nmae(log_s, mask, *, xp):
+    return _one_minus_exp(at_label(log_s, mask, xp), xp) / (log_s.shape[-1] - 1)
+
+
+def _nmae_grad(log_s, mask, *, xp):
+    return _on_label(-xp.exp(at_label(log_s, mask, xp)) / (log_s.shape[-1] - 1), mask, xp)
+
+
+def _split_params(loss: BaseLoss, params: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: params[key] for key in loss.defaults}
+
+
+def register_sum(name: str, active: str, passive: str, *, alpha: float, beta: float) -> BaseLoss:
+    r"""Register :math:`\alpha L_\text{active} + \beta L_\text{passive}` from two registered losses.
+
+    This is how SCE and the active-passive losses (NCE+RCE, ...) are built: the value and the
+    gradient are the weighted sums of the parts', so nothing is written twice.
+    """
+    first, second = get_loss(active), get_loss(passive)
+
+    def value(log_s, mask, *, xp, alpha, beta, **params):
+        return alpha * first.value(log_s, mask, xp=xp, **_split_params(first, params)) + (
+            beta * second.value(log_s, mask, xp=xp, **_split_params(second, params))
+        )
+
+    grad = None
+    if first.grad is not None and second.grad is not None:
+
+        def grad(log_s, mask, *, xp, alpha, beta, **params):
+            return alpha * first.grad(log_s, mask, xp=xp, **_split_params(first, params)) + (
+                beta * second.grad(log_s, mask, xp=xp, **_split_params(second, params))
+            )
+
+    formula = rf"\alpha\,[{first.formula}] + \beta\,[{second.formula}]"
+    defaults = {"alpha": alpha, "beta": beta, **first.defaults, **second.defaults}
+    return register_loss(name, value, grad, defaults=defaults, formula=formula)
+
+
+_FOCAL_DEFAULTS = {"gamma": 0.5, "detach_weight": False}
+
+register_loss("ce", _ce, _ce_grad, formula=r"-\log s_y")
+register_loss(
+    "focal", _focal_value, _focal_grad, defaults=_FOCAL_DEFAULTS,
+    formula=r"-(1-s_y)^\gamma \log s_y",
+)
+register_loss("gce", _gce, _gce_grad, defaults={"q": 0.7}, formula=r"(1 - s_y^q)/q")
+register_loss("mae", _mae, _mae_grad, formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)")
+register_loss("mse", _mse, _mse_grad, formula=r"\lVert s - e_y\rVert_2^2")
+register_loss("rce", _rce, _rce_grad, formula=r"-\log(10^{-4})\,(1 - s_y)")
+register_loss("nce", _nce, _nce_grad, formula=r"\log s_y \big/ \sum_k \log s_k")
+register_loss(
+    "nfl", _nfl, _nfl_grad, defaults=_FOCAL_DEFAULTS,
+    formula=r"(1-s_y)^\gamma \log s_y \big/ \sum_k (1-s_k)^\gamma \log s_k",
+)
+register_loss(
+    "ngce", _ngce, _ngce_grad, defaults={"q": 0.7},
+    formula=r"(1 - s_y^q) \big/ \bigl(C - \sum_k s_k^q\bigr)",
+)
+register_loss("nmae", _nmae, _nmae_grad, formula=r"(1 - s_y)/(C - 1)")
+register_sum("sce", "ce", "rce", alpha=0.1, beta=1.0)
+register_sum("nce+rce", "nce", "rce", alpha=1.0, beta=1.0)
+register_sum("nce+mae", "nce", "mae", alpha=1.0, beta=1.0)
+register_sum("nfl+rce", "nfl", "rce", alpha=1.0, beta=1.0)
+register_sum("nfl+mae", "nfl", "mae", alpha=1.0, beta=1.0)
+
+#: The losses shipped with the library (user registrations come after these).
+BUILTIN_LOSSES: tuple[str, ...] = available_losses()

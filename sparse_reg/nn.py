@@ -1,0 +1,122 @@
+"""PyTorch module wrapper: :class:`SparseRegLoss` (imports torch, so import it explicitly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sparse_reg._api import reduce
+from sparse_reg._validation import check_logits_and_labels, check_reduction
+from sparse_reg.backends import torch as torch_backend
+from sparse_reg.regularizer import Objective, sr_terms
+from sparse_reg.schedule import LambdaSchedule
+
+__all__ = ["SparseRegLoss"]
+
+
+class SparseRegLoss(torch.nn.Module):
+    r"""Sparse-regularized loss as a :class:`torch.nn.Module`, fused forward and backward.
+
+    Computes :math:`L(\sigma_\tau(z), y) + \lambda_t \sum_k \sigma_\tau(z)_k^p` like
+    :func:`sparse_reg.loss`, with :math:`\lambda_t` taken from a :class:`~sparse_reg.LambdaSchedule`
+    that follows the epoch (:meth:`set_epoch`). :math:`\lambda` lives in a 0-D buffer, so a
+    changing :math:`\lambda` never triggers a ``torch.compile`` recompilation, and it moves with
+    ``.to(device)``.
+
+    Parameters
+    ----------
+    base
+        Base loss name, as for :func:`sparse_reg.loss`.
+    tau, p, normalize, clamp, reduction, fused, **base_params
+        As for :func:`sparse_reg.loss`.
+    schedule
+        The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
+
+    Attributes
+    ----------
+    last_base, last_penalty : torch.Tensor
+        The base-loss term and the (unweighted) penalty term of the last call, reduced like the
+        loss and detached, for logging. ``last_base + lam * last_penalty`` is the last value.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import sparse_reg as sr
+    >>> from sparse_reg.nn import SparseRegLoss
+    >>> criterion = SparseRegLoss("ce", tau=0.5, p=0.1, schedule=sr.LambdaSchedule(1.2, 1.03))
+    >>> logits = torch.randn(8, 10, requires_grad=True)
+    >>> criterion(logits, torch.randint(0, 10, (8,))).backward()
+    >>> criterion.set_epoch(10)
+    >>> round(float(criterion.lam), 4)
+    1.6127
+    """
+
+    lam: torch.Tensor
+
+    def __init__(
+        self,
+        base: str = "ce",
+        *,
+        tau: float = 0.5,
+        p: float = 0.1,
+        schedule: LambdaSchedule | float = 1.0,
+        normalize: bool = False,
+        clamp: float | None = None,
+        reduction: str = "mean",
+        fused: bool = True,
+        **base_params: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(schedule, LambdaSchedule):
+            schedule = LambdaSchedule(lam0=schedule)
+        self.schedule = schedule
+        self.reduction = check_reduction(reduction)
+        self.register_buffer("lam", torch.tensor(schedule.lam, dtype=torch.float64))
+        self.objective = Objective.create(
+            base, tau=tau, p=p, lam=self.lam, normalize=normalize, clamp=clamp, **base_params
+        )
+        self.fused = fused and torch_backend.supports(self.objective)
+        self.last_base: torch.Tensor | None = None
+        self.last_penalty: torch.Tensor | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Follow the schedule to ``epoch`` (0-indexed) and update :math:`\\lambda` in place."""
+        self.schedule.epoch = epoch
+        self.lam.fill_(self.schedule.lam)
+
+    def _apply(self, fn, recurse=True):
+        # The objective holds the lam buffer; re-point it after .to()/.cuda() replace the buffer.
+        result = super()._apply(fn, recurse)
+        self.objective = self.objective.with_lam(self.lam)
+        return result
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``logits`` (N, C) against integer ``labels`` (N,)."""
+        check_logits_and_labels(logits, labels, torch)
+        if self.fused:
+            value, base, penalty = torch_backend.differentiable_terms(
+                logits, labels, self.objective, self.reduction
+            )
+        else:
+            terms = sr_terms(logits, labels, self.objective, need_grad=False)
+            value = reduce(terms.base + self.lam * terms.penalty, self.reduction, torch)
+            base = reduce(terms.base, self.reduction, torch)
+            penalty = reduce(terms.penalty, self.reduction, torch)
+        self.last_base, self.last_penalty = base.detach(), penalty.detach()
+        return value
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state["schedule"])
+        self.lam.fill_(self.schedule.lam)
+
+    def extra_repr(self) -> str:
+        o = self.objective
+        params = "".join(f", {k}={v}" for k, v in o.params.items())
+        return (
+            f"base={o.base.name!r}, tau={o.tau}, p={o.p}, schedule={self.schedule}, "
+            f"normalize={o.normalize}, clamp={o.clamp}, reduction={self.reduction!r}{params}"
+        )

@@ -1,0 +1,271 @@
+r"""Sharpening, the :math:`\ell_p` penalty, and the sparse-regularized objective with its gradient.
+
+For logits :math:`z` (optionally replaced by :math:`n = z/\lVert z\rVert`), :math:`u = z/\tau`,
+:math:`\ell = \log\operatorname{softmax}(u)` and :math:`s = e^\ell`, the per-sample objective is
+
+.. math:: J(z, y) = L(s, y) + \lambda \sum_k s_k^p .
+
+With :math:`g = \partial J/\partial \ell = \partial L/\partial\ell + \lambda p\, s^p`, one chain rule
+serves every base loss:
+
+.. math::
+   \frac{\partial J}{\partial u} = g - s \sum_k g_k,\qquad
+   \frac{\partial J}{\partial z} = \frac{1}{\tau}\frac{\partial J}{\partial u},
+
+followed, with normalisation, by :math:`(d - n\,(n\cdot d))/\lVert z\rVert`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, ModuleType
+from typing import Any, NamedTuple
+
+from sparse_reg._numerics import (
+    Array,
+    compute_dtype,
+    label_mask,
+    log_softmax,
+    normalize_backward,
+    row_norm,
+)
+from sparse_reg.backends import array_namespace, device
+from sparse_reg.losses import BaseLoss, get_loss
+
+__all__ = ["Objective", "SRTerms", "lp_penalty", "sharpen", "sr_terms"]
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number; got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return float(value)
+
+
+def check_tau(tau: Any) -> float:
+    """Validate the sharpening temperature: a finite number > 0."""
+    return _check_positive("tau", tau)
+
+
+def check_p(p: Any) -> float:
+    """Validate the penalty exponent: a number in (0, 1]."""
+    p = _check_positive("p", p)
+    if p > 1:
+        raise ValueError(f"p must lie in (0, 1]; got {p!r}")
+    return p
+
+
+def check_clamp(clamp: Any) -> float | None:
+    """Validate the probability clamp: ``None`` or a number in (0, 1)."""
+    if clamp is None:
+        return None
+    clamp = _check_positive("clamp", clamp)
+    if clamp >= 1:
+        raise ValueError(f"clamp must be None or lie in (0, 1); got {clamp!r}")
+    return clamp
+
+
+def check_lam(lam: Any) -> Any:
+    """Validate the penalty weight: a number >= 0, or a 0-D array (not inspected: no sync)."""
+    if isinstance(lam, bool):
+        raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
+    if isinstance(lam, (int, float)):
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+        return float(lam)
+    if getattr(lam, "ndim", None) != 0:
+        raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
+    return lam
+
+
+@dataclass(frozen=True)
+class Objective:
+    r"""A fully validated sparse-regularized objective :math:`L + \lambda\sum_k s_k^p`.
+
+    Build it with :meth:`create`; every argument is checked there, once.
+    """
+
+    base: BaseLoss
+    params: Mapping[str, Any]
+    tau: float
+    p: float
+    lam: Any
+    normalize: bool
+    clamp: float | None
+
+    @classmethod
+    def create(
+        cls,
+        base: str = "ce",
+        *,
+        tau: float = 0.5,
+        p: float = 0.1,
+        lam: Any = 1.0,
+        normalize: bool = False,
+        clamp: float | None = None,
+        **base_params: Any,
+    ) -> Objective:
+        """Validate the arguments of :func:`sparse_reg.loss` and bundle them."""
+        loss = get_loss(base)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False; got {normalize!r}")
+        return cls(
+            base=loss,
+            params=MappingProxyType(loss.resolve_params(base_params)),
+            tau=check_tau(tau),
+            p=check_p(p),
+            lam=check_lam(lam),
+            normalize=normalize,
+            clamp=check_clamp(clamp),
+        )
+
+    def with_lam(self, lam: Any) -> Objective:
+        """The same objective with another penalty weight (used by schedules)."""
+        return Objective(
+            self.base, self.params, self.tau, self.p, check_lam(lam), self.normalize, self.clamp
+        )
+
+
+class SRTerms(NamedTuple):
+    """Per-sample pieces of the objective.
+
+    Attributes
+    ----------
+    base
+        :math:`L(s_i, y_i)`, shape ``(N,)``.
+    penalty
+        :math:`\\sum_k s_{ik}^p`, shape ``(N,)`` (not yet multiplied by :math:`\\lambda`).
+    grad
+        :math:`\\partial(L + \\lambda\\sum_k s_k^p)/\\partial z_i`, shape ``(N, C)`` in the logits'
+        dtype, or ``None`` when not asked for.
+    """
+
+    base: Array
+    penalty: Array
+    grad: Array | None
+
+
+def _penalty(log_probs: Array, p: float, clamp: float | None, xp: ModuleType) -> tuple[Array, Array]:
+    r"""Row sums :math:`R = \sum_k s_k^p` and :math:`\partial R/\partial \log s_k`.
+
+    Exact mode computes :math:`s^p = e^{p\log s}` (finite when :math:`s` underflows) with
+    :math:`\partial R/\partial\log s = p\,s^p`. Clamp mode is the official code's
+    :math:`\sum_k \operatorname{clip}(s_k, c, 1)^p`, whose gradient is zero where the clamp binds.
+    """
+    if clamp is None:
+        powered = xp.exp(p * log_probs)
+        return xp.sum(powered, axis=-1), p * powered
+    probs = xp.exp(log_probs)
+    powered = xp.clip(probs, min=clamp, max=1.0) ** p
+    active = probs >= clamp
+    return xp.sum(powered, axis=-1), xp.where(active, p * powered, xp.zeros_like(powered))
+
+
+def _sharpened_log_probs(
+    z: Array, tau: float, normalize: bool, xp: ModuleType
+) -> tuple[Array, Array | None, Array | None]:
+    """``log_softmax(z'/tau)`` with ``z'`` the (optionally L2-normalised) logits, plus the norm."""
+    if not normalize:
+        return log_softmax(z / tau, xp), None, None
+    norm = row_norm(z, xp)
+    unit = z / norm
+    return log_softmax(unit / tau, xp), unit, norm
+
+
+def sharpen(logits: Array, tau: float = 0.5, *, normalize: bool = False) -> Array:
+    r"""Sharpened output distribution :math:`\sigma_\tau(z) = \operatorname{softmax}(z/\tau)`.
+
+    Parameters
+    ----------
+    logits
+        Array of shape ``(..., C)`` from any array-API library.
+    tau
+        Temperature > 0; :math:`\tau < 1` sharpens, :math:`\tau \to 0` tends to one-hot at the
+        argmax, :math:`\tau \to \infty` to uniform. The argmax and the ranking never change.
+    normalize
+        Replace :math:`z` by :math:`z/\lVert z\rVert_2` first, as the official code does on CIFAR.
+
+    Returns
+    -------
+    Array
+        Probabilities, same shape, dtype and device as ``logits`` (computed in float32 for 16-bit
+        input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_reg import sharpen
+    >>> sharpen(np.array([[1.0, 0.0]]), tau=0.5).round(4)
+    array([[0.8808, 0.1192]])
+    """
+    xp = array_namespace(logits)
+    tau = check_tau(tau)
+    z = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    log_s, _, _ = _sharpened_log_probs(z, tau, normalize, xp)
+    return xp.astype(xp.exp(log_s), logits.dtype)
+
+
+def lp_penalty(probs: Array, p: float = 0.1, *, clamp: float | None = None) -> Array:
+    r"""The sparsity penalty :math:`\lVert s\rVert_p^p = \sum_k s_k^p` of each row.
+
+    On the simplex, :math:`1 \le \sum_k s_k^p \le C^{1-p}` for :math:`0 < p < 1`, with equality on
+    the left exactly at one-hot rows and on the right exactly at the uniform row; :math:`p = 1` gives
+    the constant 1 (no sparsity pressure).
+
+    Parameters
+    ----------
+    probs
+        Probabilities of shape ``(..., C)``.
+    p
+        Exponent in (0, 1].
+    clamp
+        ``None`` (default) evaluates :math:`s^p = e^{p \log s}` exactly (0 for :math:`s = 0`);
+        a value such as ``1e-7`` reproduces the official code, :math:`\operatorname{clip}(s,
+        c, 1)^p`, where every entry below :math:`c` counts as :math:`c^p`.
+
+    Returns
+    -------
+    Array
+        Shape ``probs.shape[:-1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparse_reg import lp_penalty
+    >>> lp_penalty(np.array([[1.0, 0.0, 0.0], [1/3, 1/3, 1/3]]), p=0.5).round(4)
+    array([1.    , 1.7321])
+    """
+    xp = array_namespace(probs)
+    p, clamp = check_p(p), check_clamp(clamp)
+    positive = probs > 0
+    safe = xp.where(positive, probs, xp.ones_like(probs))
+    log_probs = xp.where(positive, xp.log(safe), xp.full_like(probs, -math.inf))
+    return _penalty(log_probs, p, clamp, xp)[0]
+
+
+def sr_terms(logits: Array, labels: Array, objective: Objective, *, need_grad: bool) -> SRTerms:
+    """Per-sample base loss, penalty and (optionally) gradient: the array-API reference.
+
+    Every fast path in :mod:`sparse_reg.backends` must agree with this function. ``logits`` has
+    shape ``(N, C)`` and ``labels`` integer shape ``(N,)``, already validated and in one namespace.
+    """
+    xp = array_namespace(logits)
+    z = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    log_s, unit, norm = _sharpened_log_probs(z, objective.tau, objective.normalize, xp)
+    mask = label_mask(labels, z.shape[-1], xp, device(logits))
+    base_loss, params = objective.base, objective.params
+    base = base_loss.value(log_s, mask, xp=xp, **params)
+    penalty, dpenalty = _penalty(log_s, objective.p, objective.clamp, xp)
+    if not need_grad:
+        return SRTerms(base, penalty, None)
+    if base_loss.grad is None:
+        raise TypeError(f"base loss {base_loss.name!r} has no closed-form gradient")
+    g = base_loss.grad(log_s, mask, xp=xp, **params) + objective.lam * dpenalty
+    s = xp.exp(log_s)
+    grad = (g - s * xp.sum(g, axis=-1, keepdims=True)) / objective.tau
+    if objective.normalize:
+        grad = normalize_backward(grad, unit, norm, xp)
+    return SRTerms(base, penalty, xp.astype(grad, logits.dtype))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import ModuleType
 
 from sparse_reg._numerics import Array
-from sparse_reg.backends import is_lazy_array
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -19,33 +18,42 @@ def check_reduction(reduction: str) -> str:
     return reduction
 
 
+def _dtype_name(dtype: object) -> str:
+    """``int64`` rather than ``torch.int64`` or ``array_api_strict.int64``."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
 def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> None:
     """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
 
-    The label range needs the values, so it is skipped for lazy arrays (a traced ``jax.jit``
-    argument), where reading them is impossible.
+    The label range needs the values, so it is skipped for traced arrays (inside ``jax.jit``),
+    whose values do not exist yet.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
     if not xp.isdtype(logits.dtype, "real floating"):
         raise TypeError(
             "logits must be floating point (float16, bfloat16, float32 or float64); "
-            f"got {logits.dtype}"
+            f"got {_dtype_name(logits.dtype)}"
         )
     n, num_classes = logits.shape
     if num_classes < 2:
         raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(
-            f"labels must be an integer array of class indices in [0, C); got dtype {labels.dtype}"
+            "labels must be an integer array of class indices in [0, C); "
+            f"got dtype {_dtype_name(labels.dtype)}"
         )
     if tuple(labels.shape) != (n,):
         raise ValueError(
             f"labels must have shape (N,) = ({n},) to match logits; got {tuple(labels.shape)}"
         )
-    if n == 0 or is_lazy_array(labels):
+    if n == 0:
         return
-    low, high = int(xp.min(labels)), int(xp.max(labels))
+    try:
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+    except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
+        return
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"labels must lie in [0, C) = [0, {num_classes}); got values from {low} to {high}"

@@ -8,6 +8,7 @@ import torch
 
 from sparse_reg._api import reduce
 from sparse_reg._validation import check_logits_and_labels, check_reduction
+from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
 from sparse_reg.regularizer import Objective, sr_terms
 from sparse_reg.schedule import LambdaSchedule
@@ -93,16 +94,17 @@ class SparseRegLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` (N, C) against integer ``labels`` (N,)."""
-        check_logits_and_labels(logits, labels, torch)
+        xp = array_namespace(logits)
+        check_logits_and_labels(logits, labels, xp)
         if self.fused:
             value, base, penalty = torch_backend.differentiable_terms(
                 logits, labels, self.objective, self.reduction
             )
         else:
             terms = sr_terms(logits, labels, self.objective, need_grad=False)
-            value = reduce(terms.base + self.lam * terms.penalty, self.reduction, torch)
-            base = reduce(terms.base, self.reduction, torch)
-            penalty = reduce(terms.penalty, self.reduction, torch)
+            value = reduce(terms.base + self.lam * terms.penalty, self.reduction, xp)
+            base = reduce(terms.base, self.reduction, xp)
+            penalty = reduce(terms.penalty, self.reduction, xp)
         self.last_base, self.last_penalty = base.detach(), penalty.detach()
         return value
 

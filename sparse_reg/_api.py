@@ -121,7 +121,7 @@ def loss(
     >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
     >>> labels = np.array([0, 2])
     >>> float(sr.loss(logits, labels, tau=0.5, p=0.1, lam=1.0))
-    1.1393...
+    2.2326...
     """
     args = dict(base=base, tau=tau, p=p, lam=lam, normalize=normalize, clamp=clamp, **base_params)
     xp, logits, labels, objective = _prepare(logits, labels, backend, reduction, args)

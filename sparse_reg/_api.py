@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from types import ModuleType
 from typing import Any
 
@@ -10,7 +11,7 @@ from sparse_reg._numerics import Array
 from sparse_reg._validation import check_logits_and_labels, check_reduction
 from sparse_reg.backends import array_namespace, fast_path, library_of, resolve
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.regularizer import Objective, SRTerms, sr_terms
+from sparse_reg.regularizer import Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
 
@@ -24,21 +25,6 @@ def reduce(per_sample: Array, reduction: str, xp: ModuleType) -> Array:
         return per_sample
     total = xp.sum(per_sample)
     return total if reduction == "sum" else total / max(per_sample.shape[0], 1)
-
-
-def _prepare(
-    logits: Any, labels: Any, backend: str | None, reduction: str, objective_args: dict[str, Any]
-) -> tuple[ModuleType, Array, Array, Objective]:
-    objective = Objective.create(**objective_args)
-    check_reduction(reduction)
-    xp, logits, labels = resolve(logits, labels, backend)
-    check_logits_and_labels(logits, labels, xp)
-    return xp, logits, labels, objective
-
-
-def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType | None:
-    module = fast_path(logits) if fused else None
-    return module if module is not None and module.supports(objective) else None
 
 
 def loss(
@@ -123,31 +109,13 @@ def loss(
     >>> float(sr.loss(logits, labels, tau=0.5, p=0.1, lam=1.0))
     2.2326...
     """
-    args = dict(base=base, tau=tau, p=p, lam=lam, normalize=normalize, clamp=clamp, **base_params)
-    xp, logits, labels, objective = _prepare(logits, labels, backend, reduction, args)
-    fast = _fast_path(logits, objective, fused)
-    differentiable = getattr(fast, "differentiable_loss", None)
-    if differentiable is not None:
-        return differentiable(logits, labels, objective, reduction)
-    terms = (fast.sr_terms if fast else sr_terms)(logits, labels, objective, need_grad=False)
-    return reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
+    return _evaluate(dict(locals()), need_grad=False)
 
 
-def loss_and_grad(
-    logits: Any,
-    labels: Any,
-    *,
-    base: str = "ce",
-    tau: float = 0.5,
-    p: float = 0.1,
-    lam: Any = 1.0,
-    normalize: bool = False,
-    clamp: float | None = None,
-    reduction: str = "mean",
-    backend: str | None = None,
-    fused: bool = True,
-    **base_params: Any,
-) -> tuple[Array, Array]:
+_LOSS_SIGNATURE = inspect.signature(loss)
+
+
+def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Array]:
     r"""The loss of :func:`loss` and its closed-form gradient with respect to the logits.
 
     Takes exactly the arguments of :func:`loss`. The gradient is computed by the one chain rule of
@@ -175,15 +143,39 @@ def loss_and_grad(
     >>> grad.shape, abs(float(grad.sum())) < 1e-12
     ((1, 3), True)
     """
-    args = dict(base=base, tau=tau, p=p, lam=lam, normalize=normalize, clamp=clamp, **base_params)
-    xp, logits, labels, objective = _prepare(logits, labels, backend, reduction, args)
-    if objective.base.grad is None:
+    bound = _LOSS_SIGNATURE.bind(logits, labels, **arguments)
+    bound.apply_defaults()
+    return _evaluate(bound.arguments, need_grad=True)
+
+
+loss_and_grad.__signature__ = _LOSS_SIGNATURE.replace(return_annotation="tuple[Array, Array]")
+
+
+def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType | None:
+    module = fast_path(logits) if fused else None
+    return module if module is not None and module.supports(objective) else None
+
+
+def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
+    """Validate, resolve the backend and compute: the one path behind :func:`loss` and
+    :func:`loss_and_grad`."""
+    arguments = dict(arguments)
+    logits, labels = arguments.pop("logits"), arguments.pop("labels")
+    backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
+    objective = Objective.create(**arguments.pop("base_params"), **arguments)
+    check_reduction(reduction)
+    xp, logits, labels = resolve(logits, labels, backend)
+    check_logits_and_labels(logits, labels, xp)
+    if need_grad and objective.base.grad is None:
         return _autograd_value_and_grad(logits, labels, objective, reduction, xp)
     fast = _fast_path(logits, objective, fused)
-    terms: SRTerms = (fast.sr_terms if fast else sr_terms)(
-        logits, labels, objective, need_grad=True
-    )
+    differentiable = getattr(fast, "differentiable_loss", None)
+    if not need_grad and differentiable is not None:
+        return differentiable(logits, labels, objective, reduction)
+    terms = (fast.sr_terms if fast else sr_terms)(logits, labels, objective, need_grad=need_grad)
     value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
+    if not need_grad:
+        return value
     if reduction == "mean":
         return value, terms.grad / max(logits.shape[0], 1)
     return value, terms.grad

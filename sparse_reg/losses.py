@@ -64,6 +64,8 @@ class BaseLoss:
         Parameter names and their default values.
     formula
         The per-sample value in LaTeX, for the documentation.
+    grad_formula
+        :math:`\partial L/\partial \log s` in LaTeX, for the documentation.
     """
 
     name: str
@@ -71,6 +73,7 @@ class BaseLoss:
     grad: GradFn | None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     formula: str = ""
+    grad_formula: str = ""
 
     def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``given`` over the defaults, rejecting unknown names and out-of-range values."""
@@ -106,6 +109,7 @@ def register_loss(
     *,
     defaults: Mapping[str, Any] | None = None,
     formula: str = "",
+    grad_formula: str = "",
     overwrite: bool = False,
 ) -> BaseLoss:
     r"""Register a base loss so ``base=name`` finds it everywhere.
@@ -125,8 +129,8 @@ def register_loss(
         :class:`~sparse_reg.errors.NoClosedFormGradientError`.
     defaults
         The loss's parameters and their defaults; only these names are accepted as ``**params``.
-    formula
-        LaTeX for the documentation.
+    formula, grad_formula
+        LaTeX of the value and of :math:`\partial L/\partial \log s`, for the documentation.
     overwrite
         Replace an existing registration of ``name`` instead of raising.
 
@@ -149,7 +153,7 @@ def register_loss(
         raise TypeError(f"name must be a non-empty string; got {name!r}")
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
-    loss = BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula)
+    loss = BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula)
     _REGISTRY[name] = loss
     return loss
 
@@ -333,31 +337,49 @@ def register_sum(name: str, active: str, passive: str, *, alpha: float, beta: fl
             )
 
     formula = rf"\alpha\,[{first.formula}] + \beta\,[{second.formula}]"
+    grad_formula = rf"\alpha\,[{first.grad_formula}] + \beta\,[{second.grad_formula}]"
     defaults = {"alpha": alpha, "beta": beta, **first.defaults, **second.defaults}
-    return register_loss(name, value, grad, defaults=defaults, formula=formula)
+    return register_loss(name, value, grad, defaults=defaults, formula=formula, grad_formula=grad_formula)
 
 
 _FOCAL_DEFAULTS = {"gamma": 0.5, "detach_weight": False}
 
-register_loss("ce", _ce, _ce_grad, formula=r"-\log s_y")
+register_loss("ce", _ce, _ce_grad, formula=r"-\log s_y", grad_formula=r"-e_y")
 register_loss(
     "focal", _focal_value, _focal_grad, defaults=_FOCAL_DEFAULTS,
     formula=r"-(1-s_y)^\gamma \log s_y",
+    grad_formula=r"\bigl(\gamma\, s_y (1-s_y)^{\gamma-1}\log s_y - (1-s_y)^\gamma\bigr)\, e_y",
 )
-register_loss("gce", _gce, _gce_grad, defaults={"q": 0.7}, formula=r"(1 - s_y^q)/q")
-register_loss("mae", _mae, _mae_grad, formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)")
-register_loss("mse", _mse, _mse_grad, formula=r"\lVert s - e_y\rVert_2^2")
-register_loss("rce", _rce, _rce_grad, formula=r"-\log(10^{-4})\,(1 - s_y)")
-register_loss("nce", _nce, _nce_grad, formula=r"\log s_y \big/ \sum_k \log s_k")
+register_loss(
+    "gce", _gce, _gce_grad, defaults={"q": 0.7}, formula=r"(1 - s_y^q)/q", grad_formula=r"-s_y^q\, e_y"
+)
+register_loss(
+    "mae", _mae, _mae_grad, formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)", grad_formula=r"-2 s_y\, e_y"
+)
+register_loss(
+    "mse", _mse, _mse_grad, formula=r"\lVert s - e_y\rVert_2^2", grad_formula=r"2\, s \odot (s - e_y)"
+)
+register_loss(
+    "rce", _rce, _rce_grad, formula=r"-\log(10^{-4})\,(1 - s_y)",
+    grad_formula=r"\log(10^{-4})\, s_y\, e_y",
+)
+register_loss(
+    "nce", _nce, _nce_grad, formula=r"\log s_y \big/ \sum_k \log s_k",
+    grad_formula=r"(e_y - L\,\mathbf 1) \big/ \sum_k \log s_k",
+)
 register_loss(
     "nfl", _nfl, _nfl_grad, defaults=_FOCAL_DEFAULTS,
     formula=r"(1-s_y)^\gamma \log s_y \big/ \sum_k (1-s_k)^\gamma \log s_k",
+    grad_formula=r"(e_y - L\,\mathbf 1) \odot F'(\log s) \big/ \sum_k F(\log s_k)",
 )
 register_loss(
     "ngce", _ngce, _ngce_grad, defaults={"q": 0.7},
     formula=r"(1 - s_y^q) \big/ \bigl(C - \sum_k s_k^q\bigr)",
+    grad_formula=r"q\, s^q \odot (L\,\mathbf 1 - e_y) \big/ \bigl(C - \sum_k s_k^q\bigr)",
 )
-register_loss("nmae", _nmae, _nmae_grad, formula=r"(1 - s_y)/(C - 1)")
+register_loss(
+    "nmae", _nmae, _nmae_grad, formula=r"(1 - s_y)/(C - 1)", grad_formula=r"-s_y\, e_y / (C - 1)"
+)
 register_sum("sce", "ce", "rce", alpha=0.1, beta=1.0)
 register_sum("nce+rce", "nce", "rce", alpha=1.0, beta=1.0)
 register_sum("nce+mae", "nce", "mae", alpha=1.0, beta=1.0)

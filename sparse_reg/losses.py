@@ -197,12 +197,15 @@ def _focal(ell: Array, gamma: float, detach_weight: bool, xp: ModuleType) -> tup
     official code, and :math:`F' = -(1-a)^\gamma`.
     """
     one_minus_a = _one_minus_exp(ell, xp)
-    weight = one_minus_a**gamma
+    positive = one_minus_a > 0
+    safe = xp.where(positive, one_minus_a, xp.ones_like(one_minus_a))
+    # (1-a)^gamma has an infinite derivative at a = 1 for gamma < 1; autograd would multiply it by
+    # zero and get NaN, so the power only ever sees positive arguments (0^0 = 1 is kept).
+    at_one = xp.full_like(safe, 1.0 if gamma == 0 else 0.0)
+    weight = xp.where(positive, safe**gamma, at_one)
     value = -weight * ell
     if detach_weight:
         return value, -weight
-    positive = one_minus_a > 0
-    safe = xp.where(positive, one_minus_a, xp.ones_like(one_minus_a))
     ratio = xp.where(positive, ell / safe, -xp.ones_like(ell))
     return value, -weight + gamma * xp.exp(ell) * weight * ratio
 

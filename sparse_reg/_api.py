@@ -172,13 +172,12 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     differentiable = getattr(fast, "differentiable_loss", None)
     if not need_grad and differentiable is not None:
         return differentiable(logits, labels, objective, reduction)
-    terms = (fast.sr_terms if fast else sr_terms)(logits, labels, objective, need_grad=need_grad)
+    grad_scale = 1.0 / max(logits.shape[0], 1) if reduction == "mean" else 1.0
+    terms = (fast.sr_terms if fast else sr_terms)(
+        logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale
+    )
     value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
-    if not need_grad:
-        return value
-    if reduction == "mean":
-        return value, terms.grad / max(logits.shape[0], 1)
-    return value, terms.grad
+    return (value, terms.grad) if need_grad else value
 
 
 def _autograd_value_and_grad(

@@ -246,11 +246,15 @@ def lp_penalty(probs: Array, p: float = 0.1, *, clamp: float | None = None) -> A
     return _penalty(log_probs, p, clamp, xp)[0]
 
 
-def sr_terms(logits: Array, labels: Array, objective: Objective, *, need_grad: bool) -> SRTerms:
+def sr_terms(
+    logits: Array, labels: Array, objective: Objective, *, need_grad: bool, grad_scale: float = 1.0
+) -> SRTerms:
     """Per-sample base loss, penalty and (optionally) gradient: the array-API reference.
 
     Every fast path in :mod:`sparse_reg.backends` must agree with this function. ``logits`` has
     shape ``(N, C)`` and ``labels`` integer shape ``(N,)``, already validated and in one namespace.
+    The gradient is multiplied by ``grad_scale`` (a mean's :math:`1/N`) within the chain rule, so a
+    reduction costs no extra pass.
     """
     xp = array_namespace(logits)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
@@ -265,7 +269,7 @@ def sr_terms(logits: Array, labels: Array, objective: Objective, *, need_grad: b
         raise TypeError(f"base loss {base_loss.name!r} has no closed-form gradient")
     g = base_loss.grad(log_s, mask, xp=xp, **params) + objective.lam * dpenalty
     s = xp.exp(log_s)
-    grad = (g - s * xp.sum(g, axis=-1, keepdims=True)) / objective.tau
-    if objective.normalize:
+    grad = (g - s * xp.sum(g, axis=-1, keepdims=True)) * (grad_scale / objective.tau)
+    if objective.normalize:  # linear in the incoming gradient, so the scale passes through
         grad = normalize_backward(grad, unit, norm, xp)
     return SRTerms(base, penalty, xp.astype(grad, logits.dtype))

@@ -48,7 +48,9 @@ BACKENDS: tuple[str, ...] = tuple(_LIBRARIES)
 
 #: Backends with a fused value-and-gradient implementation, and the module that holds it.
 _FAST_PATHS: dict[str, str] = {
+    "numpy": "sparse_reg.backends.numpy",
     "torch": "sparse_reg.backends.torch",
+    "cupy": "sparse_reg.backends.cupy",
 }
 
 

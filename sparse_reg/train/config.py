@@ -1,0 +1,315 @@
+"""The resolved configuration of one training run.
+
+Values are layered, later layers winning: the preset's values for the chosen loss and noise
+(:func:`sparse_reg.train.presets.preset_values`), then a ``--config`` file (JSON, or TOML by its
+``.toml`` suffix), then the command-line options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparse_reg.losses import available_losses, get_loss
+from sparse_reg.noise import SPEC_FORMS
+from sparse_reg.train.presets import PRESETS, preset_values
+
+__all__ = [
+    "MODELS",
+    "RUNTIME_KEYS",
+    "Config",
+    "ConfigError",
+    "load_config_file",
+    "parse_loss",
+    "resolve_config",
+]
+
+#: Model names accepted by ``model``.
+MODELS: tuple[str, ...] = ("mlp", "mnist-cnn", "cnn8", "resnet34")
+#: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
+RUNTIME_KEYS: frozenset[str] = frozenset({"out", "data_dir", "device", "quiet", "threads"})
+
+_NOISE_KINDS = ("sym", "symany", "asym", "pairflip", "instance")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names it and lists what is valid."""
+
+
+@dataclass
+class Config:
+    """Every setting of a run. Field names are the ``--config`` file keys (``--lam0`` -> ``lam0``)."""
+
+    preset: str = "digits"
+    loss: str = "ce+sr"
+    noise: str = "sym:0.6"
+    seed: int = 0
+    #: Seed of the label noise; ``None`` uses :attr:`seed`.
+    noise_seed: int | None = None
+    dataset: str = "digits"
+    model: str = "mlp"
+    lt_profile: str | None = None
+    lt_imbalance: float = 0.01
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    #: Global gradient-norm clip; ``None`` switches clipping off.
+    clip: float | None = 5.0
+    #: ``"cosine"`` (to 0 over the epochs, stepped per epoch) or ``"constant"``.
+    lr_schedule: str = "cosine"
+    tau: float = 0.1
+    p: float = 0.1
+    lam0: float = 4.0
+    rho: float = 2.0
+    every: int = 5
+    normalize: bool = False
+    clamp: float | None = None
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    crop_pad: int = 0
+    flip: bool = False
+    rotate: float = 0.0
+    #: Train on a fixed random subset of this many training images (``None``: all).
+    limit_train: int | None = None
+    #: Evaluate on the first this many test images (``None``: all).
+    limit_test: int | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+    backend: str = "torch"
+    #: CPU threads of torch; ``None``: 1 for the small ``mlp`` model (many threads only contend on a
+    #: model that small), torch's default otherwise.
+    threads: int | None = None
+    amp: bool = False
+    compile: bool = False
+    deterministic: bool = True
+    out: str | None = None
+    quiet: bool = False
+
+    @property
+    def base_loss(self) -> str:
+        """Canonical base-loss name (``"fl+sr"`` -> ``"focal"``)."""
+        return parse_loss(self.loss)[0]
+
+    @property
+    def with_sr(self) -> bool:
+        """Whether the loss carries sparse regularization."""
+        return parse_loss(self.loss)[1]
+
+    @property
+    def run_name(self) -> str:
+        """``<preset>-<loss>-<noise>-seed<k>``, e.g. ``digits-ce+sr-sym0.6-seed0``."""
+        return f"{self.preset}-{self.loss}-{noise_tag(self.noise)}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        """``out`` if given, else ``runs/<run_name>`` under the current directory."""
+        return Path(self.out) if self.out else Path("runs") / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def noise_tag(noise: str) -> str:
+    """A file-name-safe form of a noise spec: ``"sym:0.6"`` -> ``"sym0.6"``."""
+    return noise.strip().lower().replace(":", "")
+
+
+def parse_loss(name: str) -> tuple[str, bool]:
+    """Split ``"gce+sr"`` into ``("gce", True)``; only a trailing ``+sr`` is the SR suffix.
+
+    ``"nce+rce"`` is itself a base loss, so the suffix is looked for at the end only.
+
+    Raises
+    ------
+    ConfigError
+        The base loss is not registered; the message lists the valid names.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"loss must be a non-empty string such as 'ce+sr'; got {name!r}")
+    text = name.strip().lower()
+    with_sr = text.endswith("+sr")
+    base = text[: -len("+sr")] if with_sr else text
+    try:
+        return get_loss(base).name, with_sr
+    except ValueError:
+        valid = ", ".join(available_losses())
+        raise ConfigError(
+            f"unknown loss {name!r}: the base loss {base!r} is not registered. Valid base losses: "
+            f"{valid} (alias fl = focal), each optionally with a '+sr' suffix, e.g. 'gce+sr'"
+        ) from None
+
+
+def check_noise(spec: str) -> str:
+    """Validate the form of a noise spec (the rate's range is checked when the noise is drawn)."""
+    text = spec.strip().lower() if isinstance(spec, str) else ""
+    if text == "none":
+        return text
+    match = re.fullmatch(r"([a-z]+):([0-9.eE+-]+)", text)
+    ok = match is not None and match[1] in _NOISE_KINDS
+    if ok:
+        try:
+            rate = float(match[2])  # type: ignore[index]
+        except ValueError:
+            ok = False
+        else:
+            ok = 0.0 <= rate < 1.0
+    if not ok:
+        raise ConfigError(
+            f"invalid noise spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)} with RATE in [0, 1), "
+            "e.g. sym:0.4, asym:0.3, pairflip:0.45"
+        )
+    return text
+
+
+def check_preset(name: str) -> str:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return name
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``--config`` file: TOML when the name ends in ``.toml``, JSON otherwise.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, unparsable, not a table, or has unknown keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
+    _check_keys(data, f"config file {str(path)!r}")
+    return data
+
+
+def _check_keys(values: Mapping[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+
+
+def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None = None) -> Config:
+    """Layer preset values, the config file and ``overrides`` into a validated :class:`Config`.
+
+    Parameters
+    ----------
+    overrides
+        Settings given explicitly (on the command line); a ``None`` value sets the setting to
+        ``None`` (e.g. ``clip``: no clipping).
+    config_file
+        Optional JSON or TOML file of settings.
+
+    Raises
+    ------
+    ConfigError
+        An invalid preset, loss, noise spec or value; the message names it.
+    """
+    given = dict(overrides)
+    _check_keys(given, "settings")
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    layered = {**from_file, **given}
+    if "loss_params" in from_file and "loss_params" in given:
+        layered["loss_params"] = {**from_file["loss_params"], **given["loss_params"]}
+    preset = check_preset(layered.get("preset", Config.preset))
+    loss = layered.get("loss", Config.loss)
+    base, with_sr = parse_loss(loss)
+    noise = check_noise(layered.get("noise", PRESETS[preset].noise))
+    values = preset_values(PRESETS[preset], base, with_sr, noise)
+    explicit_params = layered.pop("loss_params", {})
+    values["loss_params"] = {**values["loss_params"], **explicit_params}
+    values.update(layered)
+    values.update(preset=preset, loss=loss.strip().lower(), noise=noise)
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Check ranges and choices; the loss objective itself is validated by the library."""
+    from sparse_reg.regularizer import Objective
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(message)
+
+    need(config.model in MODELS, f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
+    need(
+        config.backend in ("torch", "numpy", "cupy"),
+        f"unknown backend {config.backend!r}; valid backends: torch, numpy, cupy",
+    )
+    need(
+        config.lr_schedule in ("cosine", "constant"),
+        f"lr_schedule must be 'cosine' or 'constant'; got {config.lr_schedule!r}",
+    )
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        value = getattr(config, key)
+        need(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"{key} must be an integer >= 1; got {value!r}",
+        )
+    for key in ("lr", "momentum", "weight_decay", "rotate", "lt_imbalance"):
+        value = getattr(config, key)
+        need(
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+            f"{key} must be a finite number >= 0; got {value!r}",
+        )
+    need(
+        config.clip is None or (math.isfinite(config.clip) and config.clip > 0),
+        f"clip must be a number > 0 or none; got {config.clip!r}",
+    )
+    need(
+        isinstance(config.crop_pad, int) and config.crop_pad >= 0,
+        f"crop_pad must be an integer >= 0; got {config.crop_pad!r}",
+    )
+    need(
+        config.lt_profile in (None, "exp", "step"),
+        f"lt_profile must be 'exp', 'step' or none; got {config.lt_profile!r}",
+    )
+    for key in ("limit_train", "limit_test", "threads"):
+        value = getattr(config, key)
+        need(
+            value is None or (isinstance(value, int) and value >= 1),
+            f"{key} must be an integer >= 1; got {value!r}",
+        )
+    from sparse_reg.schedule import LambdaSchedule
+
+    try:
+        LambdaSchedule(config.lam0, config.rho, config.every)
+        Objective.create(
+            config.base_loss,
+            tau=config.tau,
+            p=config.p,
+            lam=config.lam0,
+            normalize=config.normalize,
+            clamp=config.clamp,
+            **config.loss_params,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None

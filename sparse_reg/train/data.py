@@ -1,0 +1,212 @@
+"""Device-resident data: the whole (noisy) dataset lives on the device as uint8 tensors.
+
+Batching, normalisation and augmentation (random crop with zero padding, horizontal flip, rotation)
+run on the device from explicit, checkpointable generators; there are no DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparse_reg import data as datasets
+from sparse_reg import noise as noise_lib
+from sparse_reg.train.config import Config
+
+__all__ = ["DeviceData", "Prepared", "prepare"]
+
+#: Seed of the fixed subset chosen by ``limit_train``: the same images for every run and seed.
+SUBSET_SEED = 0
+
+
+@dataclass
+class Prepared:
+    """Host-side arrays of a run: images, clean and noisy labels, and the noise record."""
+
+    name: str
+    x_train: np.ndarray
+    y_clean: np.ndarray
+    y_noisy: np.ndarray
+    flipped: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    noise: noise_lib.NoisyLabels
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the data and the noise actually drawn."""
+        return {
+            "dataset": self.name,
+            "train_size": int(self.y_clean.size),
+            "test_size": int(self.y_test.size),
+            "num_classes": self.num_classes,
+            "noise": self.noise.description,
+            "realised_rate": self.noise.realised_rate,
+            "noise_seed": self.noise.seed,
+            "clean_fingerprint": self.noise.clean_fingerprint,
+        }
+
+
+def prepare(config: Config) -> Prepared:
+    """Load the dataset, apply the long-tail subset and ``limit_*`` options, draw the label noise.
+
+    Raises
+    ------
+    sparse_reg.errors.DatasetNotFoundError
+        The data files are missing; the message says how to get them.
+    """
+    kwargs = {} if config.dataset == "digits" else {"data_dir": config.data_dir}
+    ds = datasets.load(config.dataset, **kwargs)
+    if config.lt_profile is not None:
+        ds = datasets.long_tailed(
+            ds, profile=config.lt_profile, imbalance=config.lt_imbalance, seed=SUBSET_SEED
+        )
+    x_train, y_train = ds.x_train, ds.y_train
+    if config.limit_train is not None and config.limit_train < y_train.size:
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(y_train.size)[: config.limit_train])
+        x_train, y_train = x_train[keep], y_train[keep]
+    x_test, y_test = ds.x_test, ds.y_test
+    if config.limit_test is not None:
+        x_test, y_test = x_test[: config.limit_test], y_test[: config.limit_test]
+    noise_seed = config.seed if config.noise_seed is None else config.noise_seed
+    features = None
+    if config.noise.startswith("instance"):
+        features = x_train.reshape(x_train.shape[0], -1).astype(np.float64) / 255.0
+    noisy = noise_lib.apply(
+        config.noise, y_train, ds.num_classes, dataset=ds.name, seed=noise_seed, features=features
+    )
+    return Prepared(
+        name=ds.name,
+        x_train=x_train,
+        y_clean=y_train,
+        y_noisy=np.asarray(noisy.labels),
+        flipped=np.asarray(noisy.flipped),
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=ds.num_classes,
+        mean=ds.mean,
+        std=ds.std,
+        noise=noisy,
+    )
+
+
+class DeviceData:
+    """One rank's share of the data on ``device``, with seeded on-device batching and augmentation.
+
+    Parameters
+    ----------
+    prepared
+        The host arrays.
+    config
+        Batch sizes and augmentation settings.
+    device
+        Where the tensors live.
+    rank, world_size
+        Training and test sets are sharded by ``index % world_size == rank``; each rank trains on
+        ``batch_size // world_size`` samples per step, so the global batch stays ``batch_size``.
+    seed
+        Seed of this rank's data-order and augmentation generators.
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        config: Config,
+        device: torch.device,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        shard = slice(rank, None, world_size)
+        self.device = device
+        self.x_train = torch.as_tensor(prepared.x_train[shard]).to(device)
+        self.y_train = torch.as_tensor(np.array(prepared.y_noisy[shard])).to(device)
+        self.y_clean = torch.as_tensor(prepared.y_clean[shard]).to(device)
+        self.flipped = torch.as_tensor(np.array(prepared.flipped[shard])).to(device)
+        self.x_test = torch.as_tensor(prepared.x_test[shard]).to(device)
+        self.y_test = torch.as_tensor(prepared.y_test[shard]).to(device)
+        channels = prepared.x_train.shape[1]
+        self.mean = torch.tensor(prepared.mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.std = torch.tensor(prepared.std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.batch_size = max(1, config.batch_size // world_size)
+        self.eval_batch_size = config.eval_batch_size
+        self.crop_pad, self.flip, self.rotate = config.crop_pad, config.flip, config.rotate
+        # Every rank takes the same number of steps (DDP needs it): the smallest shard decides, and
+        # the ranks holding one extra sample put it into their last batch.
+        smallest = len(range(world_size - 1, prepared.y_noisy.size, world_size))
+        self.steps_per_epoch = max(1, math.ceil(smallest / self.batch_size))
+        self.order_generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images to normalised float32."""
+        return (x.float() / 255.0 - self.mean) / self.std
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of augmented, normalised training batches in a fresh random order."""
+        n = self.y_train.shape[0]
+        order = torch.randperm(n, generator=self.order_generator).to(self.device)
+        for step in range(self.steps_per_epoch):
+            stop = n if step == self.steps_per_epoch - 1 else (step + 1) * self.batch_size
+            index = order[step * self.batch_size : stop]
+            yield self.normalise(self.augment(self.x_train[index])), self.y_train[index]
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Random crop (zero padding ``crop_pad``), horizontal flip and rotation, per sample."""
+        if not (self.crop_pad or self.flip or self.rotate):
+            return x
+        x = x.float()
+        n, _, h, w = x.shape
+        gen = self.augment_generator
+        if self.crop_pad:
+            pad = self.crop_pad
+            padded = F.pad(x, (pad, pad, pad, pad))
+            dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+            dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chans, rows, cols]
+        if self.flip:
+            mirror = torch.rand(n, generator=gen, device=x.device) < 0.5
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        if self.rotate:
+            angle = (torch.rand(n, generator=gen, device=x.device) * 2 - 1) * math.radians(self.rotate)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            zero = torch.zeros_like(cos)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return x
+
+    def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, slice]]:
+        """Normalised, unaugmented batches of ``"train"`` or ``"test"`` images with their positions."""
+        x = self.x_train if split == "train" else self.x_test
+        for start in range(0, x.shape[0], self.eval_batch_size):
+            part = slice(start, start + self.eval_batch_size)
+            yield self.normalise(x[part]), part
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generators' states, for an exact resume."""
+        return {
+            "order": self.order_generator.get_state(),
+            "augment": self.augment_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.order_generator.set_state(state["order"])
+        self.augment_generator.set_state(state["augment"])

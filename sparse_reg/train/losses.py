@@ -1,0 +1,131 @@
+r"""The training criterion on every backend.
+
+``--backend torch`` uses :class:`sparse_reg.nn.SparseRegLoss` (fused closed-form backward).
+``--backend numpy`` and ``--backend cupy`` hand the logits to that library (``.numpy()`` on the
+CPU, DLPack on CUDA, no copy), call :func:`sparse_reg.loss_and_grad` there and bring the gradient
+back through a :class:`torch.autograd.Function`, so any backend trains a torch model. With
+:math:`\bar J = \frac1N\sum_i L(s_i, y_i) + \lambda \frac1N\sum_i\sum_k s_{ik}^p` the function
+returns :math:`\bar J` and its backward is :math:`g\cdot\partial\bar J/\partial z` for the incoming
+scalar :math:`g`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+import sparse_reg as sr
+from sparse_reg.backends import import_library
+from sparse_reg.nn import SparseRegLoss
+from sparse_reg.schedule import LambdaSchedule
+from sparse_reg.train.config import Config
+
+__all__ = ["Criterion", "LossTerms"]
+
+
+class LossTerms(NamedTuple):
+    """The batch-mean objective (differentiable) and its two terms (detached, for logging)."""
+
+    value: torch.Tensor
+    base: torch.Tensor
+    penalty: torch.Tensor
+
+
+class _Bridge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, labels, criterion):
+        lib = criterion.library
+        z = _to_library(logits.detach(), criterion.backend)
+        y = _to_library(labels, criterion.backend)
+        kwargs = criterion.loss_kwargs()
+        value, grad = sr.loss_and_grad(z, y, **kwargs)
+        base = sr.loss(z, y, **{**kwargs, "lam": 0.0})
+        lam = kwargs["lam"]
+        # lam * penalty = value - base; at lam = 0 the penalty needs its own evaluation.
+        penalty = (value - base) / lam if lam > 0 else sr.loss(z, y, **{**kwargs, "lam": 1.0}) - base
+        ctx.save_for_backward(_to_torch(lib.asarray(grad), logits.device))
+        out = [_to_torch(lib.asarray(v, dtype=lib.float64), logits.device) for v in (value, base, penalty)]
+        ctx.mark_non_differentiable(out[1], out[2])
+        return out[0].to(logits.dtype), out[1], out[2]
+
+    @staticmethod
+    def backward(ctx, grad_value, _grad_base, _grad_penalty):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_value.to(grad.dtype), None, None
+
+
+def _to_library(x: torch.Tensor, backend: str) -> Any:
+    if backend == "numpy":
+        return x.cpu().numpy()
+    return import_library(backend).from_dlpack(x.contiguous())
+
+
+def _to_torch(x: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if type(x).__module__.startswith("numpy"):
+        return torch.from_numpy(x.copy() if not x.flags.writeable else x).to(device)
+    return torch.from_dlpack(x)
+
+
+class Criterion(torch.nn.Module):
+    r"""The run's loss :math:`L(\sigma_\tau(z), y) + \lambda_t\sum_k\sigma_\tau(z)_k^p` on one backend.
+
+    Parameters
+    ----------
+    config
+        Loss name, SR tuple, base-loss parameters and backend.
+    """
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.backend = config.backend
+        self.base = config.base_loss
+        self.tau, self.p, self.normalize, self.clamp = config.tau, config.p, config.normalize, config.clamp
+        self.params = dict(config.loss_params)
+        self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
+        self.library = import_library(self.backend) if self.backend != "torch" else torch
+        self.module = SparseRegLoss(
+            self.base,
+            tau=self.tau,
+            p=self.p,
+            schedule=self.schedule,
+            normalize=self.normalize,
+            clamp=self.clamp,
+            **self.params,
+        )
+
+    @property
+    def lam(self) -> float:
+        return self.schedule.lam
+
+    def set_epoch(self, epoch: int) -> None:
+        """Follow the :math:`\\lambda` schedule to ``epoch`` (0-indexed)."""
+        self.module.set_epoch(epoch)
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        return dict(
+            base=self.base,
+            tau=self.tau,
+            p=self.p,
+            lam=self.lam,
+            normalize=self.normalize,
+            clamp=self.clamp,
+            **self.params,
+        )
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        """Batch-mean objective of float ``logits`` (N, C) against ``labels`` (N,)."""
+        logits = logits.float()
+        if self.backend == "torch":
+            value = self.module(logits, labels)
+            return LossTerms(value, self.module.last_base, self.module.last_penalty)
+        return LossTerms(*_Bridge.apply(logits, labels, self))
+
+    def state_dict_schedule(self) -> dict[str, Any]:
+        return self.schedule.state_dict()
+
+    def load_schedule(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state)
+        self.module.set_epoch(self.schedule.epoch)

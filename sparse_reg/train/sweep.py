@@ -1,0 +1,251 @@
+"""``python -m sparse_reg.train sweep``: a grid of losses x noise specs x seeds, as the paper's tables.
+
+Each run has its own directory ``<out>/<loss>-<noise>-seed<k>``. A finished run (one with a
+``summary.json``) is skipped and an interrupted one resumed, so the sweep command can simply be run
+again. With ``--jobs 1`` the runs execute one after another in this process; with ``--jobs J`` each
+run is a subprocess, ``J`` at a time (on a CPU each gets ``cores // J`` threads). The sweep ends by
+writing ``sweep.md`` and ``sweep.csv``: the last-epoch test accuracy as mean +- sample standard
+deviation over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sparse_reg.train.checkpoint import atomic_write_bytes
+from sparse_reg.train.cli import overrides_from
+from sparse_reg.train.config import ConfigError, noise_tag, resolve_config
+
+__all__ = ["DEFAULT_LOSSES", "DEFAULT_NOISES", "DEFAULT_SEEDS", "run_sweep", "tabulate"]
+
+DEFAULT_LOSSES = ("ce", "ce+sr", "fl", "fl+sr", "gce", "gce+sr")
+DEFAULT_NOISES = ("sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8", "asym:0.4")
+DEFAULT_SEEDS = (0, 1, 2)
+SETTINGS_FILE = "sweep-settings.json"
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run (or complete) the grid described by the parsed ``sweep`` options; returns the exit status."""
+    overrides = overrides_from(args)
+    preset = overrides.pop("preset", "digits")
+    out = Path(overrides.pop("out", f"runs/sweep-{preset}"))
+    quiet = overrides.pop("quiet", False)
+    losses = list(args.losses or DEFAULT_LOSSES)
+    noises = list(args.noises or DEFAULT_NOISES)
+    seeds = list(args.seeds or DEFAULT_SEEDS)
+    jobs = args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1; got {jobs}")
+    if jobs > 1 and "threads" not in overrides:
+        overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+    grid = []
+    for loss in losses:
+        for noise in noises:
+            for seed in seeds:
+                run_dir = out / f"{loss}-{noise_tag(noise)}-seed{seed}"
+                settings = {
+                    **overrides,
+                    "preset": preset,
+                    "loss": loss,
+                    "noise": noise,
+                    "seed": seed,
+                    "out": str(run_dir),
+                    "quiet": True,
+                }
+                resolve_config(settings, args.config)  # every run's settings are checked before any starts
+                grid.append((loss, noise, seed, run_dir, settings))
+    out.mkdir(parents=True, exist_ok=True)
+    settings_path = out / SETTINGS_FILE
+    atomic_write_bytes(settings_path, (json.dumps(overrides, indent=2) + "\n").encode())
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(message, flush=True)
+
+    total = len(grid)
+    say(
+        f"sweep: {total} runs ({len(losses)} losses x {len(noises)} noise specs x {len(seeds)} seeds) "
+        f"in {out}"
+    )
+    failures: list[str] = []
+
+    def one(index: int, item: tuple) -> None:
+        loss, noise, seed, run_dir, settings = item
+        label = f"[{index + 1}/{total}] {loss} {noise} seed {seed}"
+        if (run_dir / "summary.json").exists():
+            say(f"{label}: finished before, skipped")
+            return
+        began = time.perf_counter()
+        error = (
+            _run_in_process(settings, args.config)
+            if jobs == 1
+            else _run_subprocess(settings_path, args.config, item)
+        )
+        if error:
+            failures.append(f"{label}: {error}")
+            say(f"{label}: FAILED: {error}")
+            return
+        summary = json.loads((run_dir / "summary.json").read_text())
+        say(f"{label}: test {100 * summary['final']['test_acc']:.2f}% ({time.perf_counter() - began:.1f} s)")
+
+    if jobs == 1:
+        for index, item in enumerate(grid):
+            one(index, item)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(lambda pair: one(*pair), enumerate(grid)))
+    markdown, table_csv = tabulate(grid, losses, noises, title=f"{preset}: test accuracy (%)")
+    atomic_write_bytes(out / "sweep.md", markdown.encode())
+    atomic_write_bytes(out / "sweep.csv", table_csv.encode())
+    say("")
+    say(markdown)
+    say(f"tables: {out / 'sweep.md'}, {out / 'sweep.csv'}")
+    if failures:
+        print(f"{len(failures)} run(s) failed:\n" + "\n".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_in_process(settings: dict[str, Any], config_file: str | None) -> str | None:
+    from sparse_reg.errors import DatasetError
+    from sparse_reg.train.loop import NonFiniteLossError, RunDirError, run
+
+    try:
+        run(resolve_config(settings, config_file), resume=True, progress=False)
+    except (NonFiniteLossError, RunDirError, DatasetError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+def _run_subprocess(settings_path: Path, config_file: str | None, item: tuple) -> str | None:
+    loss, noise, seed, run_dir, settings = item
+    # The sweep's settings reach the child as a config file; --config of the sweep is merged first.
+    merged = {}
+    if config_file is not None:
+        from sparse_reg.train.config import load_config_file
+
+        merged = load_config_file(config_file)
+    merged.update(json.loads(settings_path.read_text()))
+    child_settings = Path(run_dir).with_name(Path(run_dir).name + ".settings.json")
+    atomic_write_bytes(child_settings, (json.dumps(merged) + "\n").encode())
+    command = [
+        sys.executable,
+        "-m",
+        "sparse_reg.train",
+        "--config",
+        str(child_settings),
+        "--preset",
+        settings["preset"],
+        "--loss",
+        loss,
+        "--noise",
+        noise,
+        "--seed",
+        str(seed),
+        "--out",
+        str(run_dir),
+        "--resume",
+        "--quiet",
+    ]
+    env = dict(os.environ)
+    if "threads" in settings:
+        env["OMP_NUM_THREADS"] = str(settings["threads"])
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    child_settings.unlink(missing_ok=True)
+    if result.returncode != 0:
+        return (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    return None
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def tabulate(grid: list[tuple], losses: list[str], noises: list[str], *, title: str) -> tuple[str, str]:
+    """Markdown and CSV tables of the finished runs: last-epoch test accuracy, mean +- std over seeds.
+
+    The best mean of each noise column is set in bold. The CSV has one row per (loss, noise) with
+    the number of seeds and the means of the other end-of-run metrics too.
+    """
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for loss, noise, _seed, run_dir, _settings in grid:
+        path = Path(run_dir) / "summary.json"
+        if path.exists():
+            results.setdefault((loss, noise), []).append(json.loads(path.read_text()))
+    cells: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for key, summaries in results.items():
+        mean, std = _mean_std([100 * s["final"]["test_acc"] for s in summaries])
+        cells[key] = (mean, std, len(summaries))
+    best = {
+        noise: max((cells[(loss, noise)][0] for loss in losses if (loss, noise) in cells), default=None)
+        for noise in noises
+    }
+    lines = [
+        f"**{title}**, last epoch"
+        + (", mean ± std over seeds" if len(set(c[2] for c in cells.values()) - {1}) else ""),
+        "",
+        "| loss | " + " | ".join(noises) + " |",
+        "|---|" + "---|" * len(noises),
+    ]
+    for loss in losses:
+        row = []
+        for noise in noises:
+            if (loss, noise) not in cells:
+                row.append("–")
+                continue
+            mean, std, n = cells[(loss, noise)]
+            text = f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
+            text += "" if n == max(c[2] for c in cells.values()) else f" (n={n})"
+            row.append(f"**{text}**" if mean == best[noise] else text)
+        lines.append(f"| {loss.upper()} | " + " | ".join(row) + " |")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    fields = ("test_acc", "train_acc_clean", "train_acc_flipped", "memorised")
+    writer.writerow(
+        [
+            "loss",
+            "noise",
+            "seeds",
+            "test_mean",
+            "test_std",
+            "best_test_mean",
+            *(f"{f}_mean" for f in fields[1:]),
+        ]
+    )
+    for loss in losses:
+        for noise in noises:
+            summaries = results.get((loss, noise))
+            if not summaries:
+                continue
+            mean, std, n = cells[(loss, noise)]
+            best_mean = statistics.fmean(100 * s["best_test_acc"] for s in summaries)
+            others = [
+                statistics.fmean(
+                    100 * (s["final"][f] if s["final"][f] is not None else float("nan")) for s in summaries
+                )
+                for f in fields[1:]
+            ]
+            writer.writerow(
+                [
+                    loss,
+                    noise,
+                    n,
+                    f"{mean:.2f}",
+                    f"{std:.2f}",
+                    f"{best_mean:.2f}",
+                    *(f"{v:.2f}" for v in others),
+                ]
+            )
+    return "\n".join(lines) + "\n", buffer.getvalue()

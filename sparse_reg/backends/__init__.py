@@ -11,6 +11,7 @@ may follow a colon, as in ``"torch:cuda"`` or ``"torch:cuda:1"``.
 from __future__ import annotations
 
 import importlib
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -211,5 +212,10 @@ def to_backend(x: Any, backend: str) -> Any:
 
 def fast_path(x: Any) -> ModuleType | None:
     """The fused implementation module for the library of array ``x``, or ``None``."""
-    module = _FAST_PATHS.get(library_of(x))
+    return _fast_path_module(library_of(x))
+
+
+@cache
+def _fast_path_module(library: str) -> ModuleType | None:
+    module = _FAST_PATHS.get(library)
     return importlib.import_module(module) if module else None

@@ -76,82 +76,46 @@ class Preset:
     loss_params: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
 
-_FOCAL = {"gamma": 0.5}
-_MNIST_SR = MappingProxyType(
-    {
-        "*": SR(0.1, 0.1, 4.0, 2.0, 5, clamp=1e-7),
-        "gce": SR(0.5, 0.1, 3.0, 2.0, 5, clamp=1e-7, loss_params=MappingProxyType({"q": 0.01})),
-    }
-)
-_MNIST_BASELINES = _params(
-    focal=_FOCAL,
-    gce={"q": 0.7},
-    sce={"alpha": 1.0, "beta": 1.0},
-    **{
-        "nce+rce": {"alpha": 1.0, "beta": 100.0},
-        "nce+mae": {"alpha": 1.0, "beta": 100.0},
-        "nfl+rce": {"alpha": 1.0, "beta": 100.0},
-        "nfl+mae": {"alpha": 1.0, "beta": 100.0},
-    },
-)
-_CIFAR10_SR = MappingProxyType(
-    {
-        "*": SR(0.5, 0.1, 1.2, 1.03, 1, normalize=True, clamp=1e-7),
-        "gce": SR(
-            0.5, 0.1, 1.2, 1.03, 1, normalize=True, clamp=1e-7, loss_params=MappingProxyType({"q": 0.01})
-        ),
-    }
-)
-_CIFAR10_BASELINES = _params(
-    focal=_FOCAL,
-    gce={"q": 0.7},
-    sce={"alpha": 0.1, "beta": 1.0},
-    **{
-        "nce+rce": {"alpha": 1.0, "beta": 1.0},
-        "nce+mae": {"alpha": 1.0, "beta": 1.0},
-        "nfl+rce": {"alpha": 1.0, "beta": 1.0},
-        "nfl+mae": {"alpha": 1.0, "beta": 1.0},
-    },
-)
-
-
-def _cifar100_sr(lam0: float) -> MappingProxyType:
+def _sr_table(
+    tuple_: tuple[float, float, float, float, int],
+    *,
+    gce_q: float,
+    gce_tuple: tuple[float, float, float, float, int] | None = None,
+    **mode: Any,
+) -> MappingProxyType:
+    """The SR tuple of every base loss, and GCE+SR's: its own (much smaller) q, and on MNIST its
+    own tuple."""
     return MappingProxyType(
         {
-            "*": SR(0.5, 0.01, lam0, 1.02, 1, normalize=True, clamp=1e-7),
-            "gce": SR(
-                0.5,
-                0.01,
-                lam0,
-                1.02,
-                1,
-                normalize=True,
-                clamp=1e-7,
-                loss_params=MappingProxyType({"q": 0.001}),
-            ),
+            "*": SR(*tuple_, **mode),
+            "gce": SR(*(gce_tuple or tuple_), **mode, loss_params=MappingProxyType({"q": gce_q})),
         }
     )
 
 
-_CIFAR100_BASELINES = _params(
-    focal=_FOCAL,
-    gce={"q": 0.7},
-    sce={"alpha": 6.0, "beta": 0.1},
-    **{
-        "nce+rce": {"alpha": 10.0, "beta": 1.0},
-        "nce+mae": {"alpha": 10.0, "beta": 1.0},
-        "nfl+rce": {"alpha": 10.0, "beta": 1.0},
-        "nfl+mae": {"alpha": 10.0, "beta": 1.0},
-    },
-)
+def _baselines(*, sce: tuple[float, float], active_passive: tuple[float, float]) -> MappingProxyType:
+    """Baseline parameters: FL gamma 0.5 and GCE q 0.7 everywhere; SCE's and the active-passive
+    losses' (alpha, beta) per dataset."""
+    (sce_alpha, sce_beta), (alpha, beta) = sce, active_passive
+    active_passive_losses = {name: {"alpha": alpha, "beta": beta} for name in _ACTIVE_PASSIVE}
+    return _params(
+        focal={"gamma": 0.5},
+        gce={"q": 0.7},
+        sce={"alpha": sce_alpha, "beta": sce_beta},
+        **active_passive_losses,
+    )
 
+
+_ACTIVE_PASSIVE = ("nce+rce", "nce+mae", "nfl+rce", "nfl+mae")
+_MNIST_SR = _sr_table((0.1, 0.1, 4.0, 2.0, 5), gce_q=0.01, gce_tuple=(0.5, 0.1, 3.0, 2.0, 5), clamp=1e-7)
+_MNIST_BASELINES = _baselines(sce=(1.0, 1.0), active_passive=(1.0, 100.0))
+_CIFAR10_SR = _sr_table((0.5, 0.1, 1.2, 1.03, 1), gce_q=0.01, normalize=True, clamp=1e-7)
+_CIFAR10_BASELINES = _baselines(sce=(0.1, 1.0), active_passive=(1.0, 1.0))
+_CIFAR100_SR = _sr_table((0.5, 0.01, 4.0, 1.02, 1), gce_q=0.001, normalize=True, clamp=1e-7)
+_CIFAR100_SR_ASYM = _sr_table((0.5, 0.01, 10.0, 1.02, 1), gce_q=0.001, normalize=True, clamp=1e-7)
+_CIFAR100_BASELINES = _baselines(sce=(6.0, 0.1), active_passive=(10.0, 1.0))
 # The MNIST tuples, computed exactly (no clamp).
-_DIGITS_SR = MappingProxyType(
-    {
-        "*": SR(0.1, 0.1, 4.0, 2.0, 5),
-        "gce": SR(0.5, 0.1, 3.0, 2.0, 5, loss_params=MappingProxyType({"q": 0.01})),
-    }
-)
+_DIGITS_SR = _sr_table((0.1, 0.1, 4.0, 2.0, 5), gce_q=0.01, gce_tuple=(0.5, 0.1, 3.0, 2.0, 5))
 
 _LIST = [
     Preset(
@@ -215,8 +179,8 @@ _LIST = [
         crop_pad=4,
         flip=True,
         rotate=20.0,
-        sr=_cifar100_sr(4.0),
-        sr_asym=_cifar100_sr(10.0),
+        sr=_CIFAR100_SR,
+        sr_asym=_CIFAR100_SR_ASYM,
         loss_params=_CIFAR100_BASELINES,
     ),
     Preset(

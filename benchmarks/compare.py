@@ -277,12 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         "- bfloat16: NumPy has no bfloat16, so the NumPy contenders run in float32 only.",
         "- B's compile time is excluded (warm-up call); after the first recompile torch.compile "
         "switches to dynamic shapes, so later shapes reuse one graph.",
-        "- D calls `sr.loss` each step, so every call also validates its arguments, builds the "
-        "objective and checks the label range (one reduction over the labels, read back to the host); D-nn, the module "
-        "a training loop holds, runs the same kernel and builds the objective once. At N = 128 "
-        "such fixed per-call costs, and autograd's own round trip, are most of the time (compare "
-        "C, one fused op without SR): the gap between D and D-nn there is the front door's, not "
-        "the kernel's.",
+        "- D calls `sr.loss` each step, so every call also validates its arguments, builds the objective "
+        "and checks the label range (one reduction over the labels, read back to the host); D-nn, the "
+        "module a training loop holds, runs the same kernel and builds the objective once. At N = 128 "
+        "such fixed per-call costs, and autograd's own round trip, are most of the time (compare C, one "
+        "fused op without SR): the gap between D and D-nn there is the front door's, not the kernel's.",
         *(["- E (CuPy) and the GPU targets need `--device cuda` on a CUDA machine."]
           if args.device == "cpu" else []),
         "",

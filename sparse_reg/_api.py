@@ -9,7 +9,7 @@ from typing import Any
 
 from sparse_reg._numerics import Array
 from sparse_reg._validation import check_logits_and_labels, check_reduction
-from sparse_reg.backends import array_namespace, fast_path, library_of, resolve
+from sparse_reg.backends import fast_path, library_of, resolve
 from sparse_reg.errors import NoClosedFormGradientError
 from sparse_reg.regularizer import Objective, sr_terms
 
@@ -192,14 +192,12 @@ def _autograd_value_and_grad(
             "arrays"
         )
 
-    def total(z: Array) -> Array:
+    def per_sample(z: Array) -> Array:
         terms = sr_terms(z, labels, objective, need_grad=False)
-        return xp.sum(terms.base + objective.lam * terms.penalty)
+        return terms.base + objective.lam * terms.penalty
 
-    value_and_grad = importlib.import_module(module).value_and_grad
-    _, grad = value_and_grad(total, logits)
-    terms = sr_terms(logits, labels, objective, need_grad=False)
-    value = reduce(terms.base + objective.lam * terms.penalty, reduction, array_namespace(logits))
+    values, grad = importlib.import_module(module).value_and_grad(per_sample, logits)
+    value = reduce(values, reduction, xp)
     if reduction == "mean":
         grad = grad / max(logits.shape[0], 1)
     return value, grad

@@ -172,11 +172,12 @@ def differentiable_loss(
 
 
 def value_and_grad(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+    per_sample: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Value and gradient of a scalar function by autograd (for value-only user losses)."""
+    """Per-sample values of ``per_sample(x)`` and the gradient of their sum, by autograd (for
+    value-only user losses: rows are independent, so row i of the gradient is sample i's)."""
     with torch.enable_grad():
         z = x.detach().requires_grad_(True)
-        value = fn(z)
-        (grad,) = torch.autograd.grad(value, z)
-    return value.detach(), grad
+        values = per_sample(z)
+        (grad,) = torch.autograd.grad(values.sum(), z)
+    return values.detach(), grad

@@ -21,7 +21,7 @@ Deviations from the shipped official code, each deliberate:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -131,91 +131,78 @@ _LIST = [
         sr=_DIGITS_SR,
         loss_params=_MNIST_BASELINES,
     ),
-    Preset(
-        name="mnist",
-        description="MNIST, the paper's 4-layer CNN, SGD lr 0.01, wd 1e-3, 50 epochs, SR (0.1, 0.1, 4, 2, 5)",
-        dataset="mnist",
-        model="mnist-cnn",
-        epochs=50,
-        lr=0.01,
-        weight_decay=1e-3,
-        sr=_MNIST_SR,
-        loss_params=_MNIST_BASELINES,
-    ),
-    Preset(
+]
+
+_MNIST = Preset(
+    name="mnist",
+    description="MNIST, the paper's 4-layer CNN, SGD lr 0.01, wd 1e-3, 50 epochs, SR (0.1, 0.1, 4, 2, 5)",
+    dataset="mnist",
+    model="mnist-cnn",
+    epochs=50,
+    lr=0.01,
+    weight_decay=1e-3,
+    sr=_MNIST_SR,
+    loss_params=_MNIST_BASELINES,
+)
+_CIFAR10 = Preset(
+    name="cifar10",
+    description="CIFAR-10, the paper's 8-layer CNN, crop+flip, SGD lr 0.01, wd 1e-4, 120 epochs, "
+    "L2-normalised logits, SR (0.5, 0.1, 1.2, 1.03, 1)",
+    dataset="cifar10",
+    model="cnn8",
+    epochs=120,
+    lr=0.01,
+    weight_decay=1e-4,
+    crop_pad=4,
+    flip=True,
+    sr=_CIFAR10_SR,
+    loss_params=_CIFAR10_BASELINES,
+)
+_CIFAR100 = Preset(
+    name="cifar100",
+    description="CIFAR-100, ResNet-34, crop+flip+rotate 20, SGD lr 0.1, wd 1e-5, 200 epochs, "
+    "L2-normalised logits, SR (0.5, 0.01, 4 sym / 10 asym, 1.02, 1)",
+    dataset="cifar100",
+    model="resnet34",
+    epochs=200,
+    lr=0.1,
+    weight_decay=1e-5,
+    crop_pad=4,
+    flip=True,
+    rotate=20.0,
+    sr=_CIFAR100_SR,
+    sr_asym=_CIFAR100_SR_ASYM,
+    loss_params=_CIFAR100_BASELINES,
+)
+# The long-tailed variants are the official imbalance experiments: clean labels, no clipping, their own
+# SR tuple, and for CIFAR-100 no rotation.
+_LONG_TAILED = {"clip": None, "noise": "none", "lt_profile": "exp", "sr_asym": MappingProxyType({})}
+_LIST += [
+    _MNIST,
+    replace(
+        _MNIST,
         name="fashion-mnist",
         description="Fashion-MNIST with the MNIST preset (not in the paper)",
         dataset="fashion-mnist",
-        model="mnist-cnn",
-        epochs=50,
-        lr=0.01,
-        weight_decay=1e-3,
-        sr=_MNIST_SR,
-        loss_params=_MNIST_BASELINES,
     ),
-    Preset(
-        name="cifar10",
-        description="CIFAR-10, the paper's 8-layer CNN, crop+flip, SGD lr 0.01, wd 1e-4, 120 epochs, "
-        "L2-normalised logits, SR (0.5, 0.1, 1.2, 1.03, 1)",
-        dataset="cifar10",
-        model="cnn8",
-        epochs=120,
-        lr=0.01,
-        weight_decay=1e-4,
-        crop_pad=4,
-        flip=True,
-        sr=_CIFAR10_SR,
-        loss_params=_CIFAR10_BASELINES,
-    ),
-    Preset(
-        name="cifar100",
-        description="CIFAR-100, ResNet-34, crop+flip+rotate 20, SGD lr 0.1, wd 1e-5, 200 epochs, "
-        "L2-normalised logits, SR (0.5, 0.01, 4 sym / 10 asym, 1.02, 1)",
-        dataset="cifar100",
-        model="resnet34",
-        epochs=200,
-        lr=0.1,
-        weight_decay=1e-5,
-        crop_pad=4,
-        flip=True,
-        rotate=20.0,
-        sr=_CIFAR100_SR,
-        sr_asym=_CIFAR100_SR_ASYM,
-        loss_params=_CIFAR100_BASELINES,
-    ),
-    Preset(
+    _CIFAR10,
+    _CIFAR100,
+    replace(
+        _CIFAR10,
         name="cifar10-lt",
         description="long-tailed CIFAR-10 (exp profile, imbalance 0.01), clean labels, 8-layer CNN, "
         "no clipping, SR (0.5, 0.1, 1, 1.03, 1) without normalisation",
-        dataset="cifar10",
-        model="cnn8",
-        epochs=120,
-        lr=0.01,
-        weight_decay=1e-4,
-        clip=None,
-        crop_pad=4,
-        flip=True,
-        noise="none",
-        lt_profile="exp",
         sr=MappingProxyType({"*": SR(0.5, 0.1, 1.0, 1.03, 1, clamp=1e-7)}),
-        loss_params=_CIFAR10_BASELINES,
+        **_LONG_TAILED,
     ),
-    Preset(
+    replace(
+        _CIFAR100,
         name="cifar100-lt",
         description="long-tailed CIFAR-100 (exp profile, imbalance 0.01), clean labels, ResNet-34, "
         "no clipping, SR (0.5, 0.01, 1, 1.02, 1) with normalisation",
-        dataset="cifar100",
-        model="resnet34",
-        epochs=200,
-        lr=0.1,
-        weight_decay=1e-5,
-        clip=None,
-        crop_pad=4,
-        flip=True,
-        noise="none",
-        lt_profile="exp",
+        rotate=0.0,
         sr=MappingProxyType({"*": SR(0.5, 0.01, 1.0, 1.02, 1, normalize=True, clamp=1e-7)}),
-        loss_params=_CIFAR100_BASELINES,
+        **_LONG_TAILED,
     ),
 ]
 

@@ -117,21 +117,19 @@ _CIFAR100_BASELINES = _baselines(sce=(6.0, 0.1), active_passive=(10.0, 1.0))
 # The MNIST tuples, computed exactly (no clamp).
 _DIGITS_SR = _sr_table((0.1, 0.1, 4.0, 2.0, 5), gce_q=0.01, gce_tuple=(0.5, 0.1, 3.0, 2.0, 5))
 
-_LIST = [
-    Preset(
-        name="digits",
-        description="scikit-learn 8x8 digits (bundled), 2-hidden-layer MLP, MNIST SR tuple; seconds on a CPU",
-        dataset="digits",
-        model="mlp",
-        epochs=50,
-        lr=0.01,
-        weight_decay=1e-3,
-        batch_size=64,
-        noise="sym:0.6",
-        sr=_DIGITS_SR,
-        loss_params=_MNIST_BASELINES,
-    ),
-]
+_DIGITS = Preset(
+    name="digits",
+    description="scikit-learn 8x8 digits (bundled), 2-hidden-layer MLP, MNIST SR tuple; seconds on a CPU",
+    dataset="digits",
+    model="mlp",
+    epochs=50,
+    lr=0.01,
+    weight_decay=1e-3,
+    batch_size=64,
+    noise="sym:0.6",
+    sr=_DIGITS_SR,
+    loss_params=_MNIST_BASELINES,
+)
 
 _MNIST = Preset(
     name="mnist",
@@ -177,7 +175,8 @@ _CIFAR100 = Preset(
 # The long-tailed variants are the official imbalance experiments: clean labels, no clipping, their own
 # SR tuple, and for CIFAR-100 no rotation.
 _LONG_TAILED = {"clip": None, "noise": "none", "lt_profile": "exp", "sr_asym": MappingProxyType({})}
-_LIST += [
+_LIST = [
+    _DIGITS,
     _MNIST,
     replace(
         _MNIST,

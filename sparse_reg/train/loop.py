@@ -204,7 +204,11 @@ def run(
     """
     ctx = setup(config.device)
     try:
-        return _run(config, ctx, resume, overwrite, progress)
+        summary = _run(config, ctx, resume, overwrite, progress)
+        # Rank 0 still writes the plot and summary when the others finish; a rank that tears its
+        # gloo group down while a peer is connected can abort the process, so all leave together.
+        ctx.barrier()
+        return summary
     finally:
         ctx.close()
 

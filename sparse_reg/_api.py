@@ -11,7 +11,7 @@ from sparse_reg._numerics import Array
 from sparse_reg._validation import check_logits_and_labels, check_reduction
 from sparse_reg.backends import fast_path, library_of, resolve
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.regularizer import Objective, sr_terms
+from sparse_reg.regularizer import Objective, SRTerms, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
 
@@ -156,6 +156,17 @@ def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType |
     return module if module is not None and module.supports(objective) else None
 
 
+def fused_sr_terms(
+    logits: Array, labels: Array, objective: Objective, *, need_grad: bool, grad_scale: float = 1.0
+) -> SRTerms:
+    """:func:`sparse_reg.regularizer.sr_terms` through the backend's fast path where one supports
+    the objective (validated arrays in, per-sample terms out)."""
+    fast = _fast_path(logits, objective, fused=True)
+    return (fast.sr_terms if fast else sr_terms)(
+        logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale
+    )
+
+
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     """Validate, resolve the backend and compute: the one path behind :func:`loss` and
     :func:`loss_and_grad`."""
@@ -173,9 +184,8 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     if not need_grad and differentiable is not None:
         return differentiable(logits, labels, objective, reduction)
     grad_scale = 1.0 / max(logits.shape[0], 1) if reduction == "mean" else 1.0
-    terms = (fast.sr_terms if fast else sr_terms)(
-        logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale
-    )
+    compute = fused_sr_terms if fused else sr_terms
+    terms = compute(logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale)
     value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
     return (value, terms.grad) if need_grad else value
 

@@ -2,7 +2,8 @@ r"""The training criterion on every backend.
 
 ``--backend torch`` uses :class:`sparse_reg.nn.SparseRegLoss` (fused closed-form backward).
 ``--backend numpy`` and ``--backend cupy`` hand the logits to that library (``.numpy()`` on the
-CPU, DLPack on CUDA, no copy), call :func:`sparse_reg.loss_and_grad` there and bring the gradient
+CPU, DLPack on CUDA, no copy), run that library's fused path there (the one behind
+:func:`sparse_reg.loss_and_grad`, giving both terms and the gradient in one pass) and bring the gradient
 back through a :class:`torch.autograd.Function`, so any backend trains a torch model. With
 :math:`\bar J = \frac1N\sum_i L(s_i, y_i) + \lambda \frac1N\sum_i\sum_k s_{ik}^p` the function
 returns :math:`\bar J` and its backward is :math:`g\cdot\partial\bar J/\partial z` for the incoming
@@ -15,9 +16,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-import sparse_reg as sr
-from sparse_reg.backends import import_library
+from sparse_reg._api import fused_sr_terms, reduce
+from sparse_reg.backends import array_namespace, import_library
 from sparse_reg.nn import SparseRegLoss
+from sparse_reg.regularizer import Objective
 from sparse_reg.schedule import LambdaSchedule
 from sparse_reg.train.config import Config
 
@@ -38,13 +40,15 @@ class _Bridge(torch.autograd.Function):
         lib = criterion.library
         z = _to_library(logits.detach(), criterion.backend)
         y = _to_library(labels, criterion.backend)
-        kwargs = criterion.loss_kwargs()
-        value, grad = sr.loss_and_grad(z, y, **kwargs)
-        base = sr.loss(z, y, **{**kwargs, "lam": 0.0})
-        lam = kwargs["lam"]
-        # lam * penalty = value - base; at lam = 0 the penalty needs its own evaluation.
-        penalty = (value - base) / lam if lam > 0 else sr.loss(z, y, **{**kwargs, "lam": 1.0}) - base
-        ctx.save_for_backward(_to_torch(lib.asarray(grad), logits.device))
+        lam = criterion.lam
+        # One pass of the library's fused path gives both terms and the mean's gradient.
+        terms = fused_sr_terms(
+            z, y, criterion.objective.with_lam(lam), need_grad=True, grad_scale=1.0 / max(z.shape[0], 1)
+        )
+        xp = array_namespace(z)
+        base, penalty = reduce(terms.base, "mean", xp), reduce(terms.penalty, "mean", xp)
+        value = base + lam * penalty
+        ctx.save_for_backward(_to_torch(lib.asarray(terms.grad), logits.device))
         out = [_to_torch(lib.asarray(v, dtype=lib.float64), logits.device) for v in (value, base, penalty)]
         ctx.mark_non_differentiable(out[1], out[2])
         return out[0].to(logits.dtype), out[1], out[2]
@@ -81,20 +85,22 @@ class Criterion(torch.nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.backend = config.backend
-        self.base = config.base_loss
-        self.tau, self.p, self.normalize, self.clamp = config.tau, config.p, config.normalize, config.clamp
-        self.params = dict(config.loss_params)
         self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
         self.library = import_library(self.backend) if self.backend != "torch" else torch
         self.module = SparseRegLoss(
-            self.base,
-            tau=self.tau,
-            p=self.p,
+            config.base_loss,
+            tau=config.tau,
+            p=config.p,
             schedule=self.schedule,
-            normalize=self.normalize,
-            clamp=self.clamp,
-            **self.params,
+            normalize=config.normalize,
+            clamp=config.clamp,
+            **config.loss_params,
         )
+
+    @property
+    def objective(self) -> Objective:
+        """The validated objective (its lam is the module's buffer; the bridge sets a number)."""
+        return self.module.objective
 
     @property
     def lam(self) -> float:
@@ -103,17 +109,6 @@ class Criterion(torch.nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Follow the :math:`\\lambda` schedule to ``epoch`` (0-indexed)."""
         self.module.set_epoch(epoch)
-
-    def loss_kwargs(self) -> dict[str, Any]:
-        return dict(
-            base=self.base,
-            tau=self.tau,
-            p=self.p,
-            lam=self.lam,
-            normalize=self.normalize,
-            clamp=self.clamp,
-            **self.params,
-        )
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         """Batch-mean objective of float ``logits`` (N, C) against ``labels`` (N,)."""

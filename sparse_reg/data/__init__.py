@@ -3,7 +3,10 @@
 :func:`load` dispatches on the dataset name; each loader validates the files' structure and,
 by default, their published checksums, and raises
 :class:`~sparse_reg.errors.DatasetNotFoundError` (saying how to get the data) or
-:class:`~sparse_reg.errors.CorruptDatasetError` (naming the file and what was expected).
+:class:`~sparse_reg.errors.CorruptDatasetError` (naming the file and what was expected: also for a
+directory, FIFO or device where a file belongs). Every read is bounded before memory is allocated:
+by the file's size, or for a gzip file by the size its header declares, so a small file that
+expands to gigabytes is refused, not decompressed.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 from ..errors import CorruptDatasetError, DatasetNotFoundError
 from ._checksum import Known, verify
 from ._dataset import Dataset
-from ._files import read_bytes
+from ._files import file_kind, read_bytes
 from ._pickle import load_pickle
 
 __all__ = ["CIFAR_ROOT", "load_cifar10", "load_cifar100"]
@@ -126,11 +127,14 @@ def load_cifar100(data_dir: str | Path | None = None, *, verify: bool = True) ->
 def _resolve(spec: _Spec, data_dir: str | Path | None) -> Path:
     given = Path(data_dir).expanduser() if data_dir is not None else CIFAR_ROOT
     for candidate in (given, given / spec.folder):
-        if (candidate / spec.meta).is_file():
+        if os.path.lexists(candidate / spec.meta):
             return candidate
     directory = given if given.name == spec.folder else given / spec.folder
     files = ", ".join((*spec.train, spec.test, spec.meta))
-    where = "does not exist" if not directory.is_dir() else f"has no {spec.meta}"
+    kind = file_kind(directory)
+    if kind not in (None, "a directory"):
+        raise CorruptDatasetError(f"{spec.name}: {directory} is {kind}, expected a directory")
+    where = "does not exist" if kind is None else f"has no {spec.meta}"
     raise DatasetNotFoundError(
         f"{spec.name}: {directory} {where}. Download the CIFAR python version "
         f"({spec.archive}) from {_URL} and extract it, then pass the extracted directory or its "
@@ -140,7 +144,7 @@ def _resolve(spec: _Spec, data_dir: str | Path | None) -> Path:
 
 def _read(spec: _Spec, directory: Path, name: str, check: bool) -> dict[str, Any]:
     path = directory / name
-    if not path.is_file():
+    if not os.path.lexists(path):
         files = ", ".join((*spec.train, spec.test, spec.meta))
         raise DatasetNotFoundError(
             f"{spec.name} file {path} is missing. Re-extract {spec.archive} (from {_URL}). "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import numpy as np
 from ..errors import CorruptDatasetError, DatasetNotFoundError
 from ._checksum import Known, verify
 from ._dataset import Dataset
-from ._files import read_bytes
-from .idx import parse_idx
+from ._files import file_kind
+from .idx import parse_idx, read_contents
 
 __all__ = ["FASHION_MNIST_DIR", "MNIST_DIR", "load_fashion_mnist", "load_mnist"]
 
@@ -114,7 +115,10 @@ def load_mnist(data_dir: str | Path | None = None, *, verify: bool = True) -> Da
     DatasetNotFoundError
         The directory or a file is missing.
     CorruptDatasetError
-        A file is truncated, malformed, or (with ``verify``) not the standard file.
+        A file is truncated, malformed, or (with ``verify``) not the standard file; a directory,
+        FIFO or device stands where a file belongs; or a file holds (or, gzipped, expands to) more
+        than its IDX header declares. Reading stops one byte past the declared size, and a header
+        declaring more than a gzip file can expand to is refused before anything is read.
     """
     return _load(_MNIST, data_dir, verify)
 
@@ -135,6 +139,9 @@ def load_fashion_mnist(data_dir: str | Path | None = None, *, verify: bool = Tru
 def _load(spec: _Spec, data_dir: str | Path | None, check: bool) -> Dataset:
     directory = Path(data_dir).expanduser() if data_dir is not None else spec.default_dir
     layout = ", ".join(f"{stem}.gz" for stem in _STEMS.values())
+    kind = file_kind(directory)
+    if kind not in (None, "a directory"):
+        raise CorruptDatasetError(f"{spec.name} directory {directory} is {kind}, expected a directory")
     if not directory.is_dir():
         raise DatasetNotFoundError(
             f"{spec.name} directory {directory} does not exist. To get the data, "
@@ -144,10 +151,11 @@ def _load(spec: _Spec, data_dir: str | Path | None, check: bool) -> Dataset:
     arrays: dict[str, np.ndarray] = {}
     for key, stem in _STEMS.items():
         path = _find(directory, stem, spec, layout)
-        content = read_bytes(path)
+        ndim = 3 if key.endswith("images") else 1
+        content = read_contents(path, ndim=ndim)
         if check:
             verify(path, content, spec.known[key])
-        arrays[key] = parse_idx(content, path, ndim=3 if key.endswith("images") else 1)
+        arrays[key] = parse_idx(content, path, ndim=ndim)
     splits = {}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -182,7 +190,8 @@ def _load(spec: _Spec, data_dir: str | Path | None, check: bool) -> Dataset:
 
 def _find(directory: Path, stem: str, spec: _Spec, layout: str) -> Path:
     for name in (f"{stem}.gz", stem):
-        if (directory / name).is_file():
+        if os.path.lexists(directory / name):
+            # Anything there is the file meant; the reader says if it is a directory, FIFO, ...
             return directory / name
     raise DatasetNotFoundError(
         f"{spec.name} file {directory / (stem + '.gz')} is missing (nor is {stem} there). "

@@ -36,7 +36,16 @@ convex combination of permutation matrices (Birkhoff–von Neumann), and
 (:math:`K \le 7`), idempotence, equivariance, and :func:`sparse_reg.is_permutation_of` on the
 result; :func:`sparse_reg.soft_project` on the simplex, within :math:`10^{-9}` of the projection at
 :math:`\tau = 10^{-3}` for logits separated by at least :math:`0.05`, and majorised by :math:`v`
-after 200 Sinkhorn iterations; the counter-example without Sinkhorn is found.
+after 200 Sinkhorn iterations up to the bound the remaining column error allows; the
+counter-example without Sinkhorn is found.
+
+After finitely many iterations (rows normalised last) :math:`\hat P` has unit row sums and column
+sums :math:`c_j`, which converge to 1 only linearly, slowly when :math:`\hat P` has entries near
+:math:`e^{-30}` (small :math:`\tau`, spread logits). For a top-:math:`m` set :math:`S` of the output,
+:math:`\sum_{j\in S} u_j = \sum_r w_r v_{(r)}` with :math:`w_r = \sum_{j\in S}\hat P_{rj} \in [0,1]`
+and :math:`\sum_r w_r = \sum_{j\in S} c_j \le m + \delta`, :math:`\delta = \sum_j (c_j - 1)^+`, so
+for :math:`v \ge 0` the majorisation gap is at most :math:`\delta\max_k v_k`. The column sums are
+read from the public function itself: with :math:`v = \mathbf 1/K` the output is :math:`c/K`.
 """
 
 from __future__ import annotations
@@ -62,6 +71,22 @@ def point_and_vector(draw: st.DrawFn, k_max: int = 7, distinct: bool = False) ->
 def majorisation_gap(u: np.ndarray, v: np.ndarray) -> float:
     """:math:`\\max_m` of (sum of the :math:`m` largest of :math:`u`) minus (same for :math:`v`)."""
     return float(np.max(np.cumsum(np.sort(u)[::-1]) - np.cumsum(np.sort(v)[::-1])))
+
+
+#: Float64 rounding allowed on top of the bound (K <= 8 terms, each within a few ulps of its value).
+ROUNDING = 1e-12
+
+SINKHORN_ITERATIONS = 200
+
+
+def sinkhorn_gap_bound(backend, numpy_of, z: np.ndarray, v: np.ndarray, tau: float) -> float:
+    """:math:`\\delta \\max_k v_k` (module docstring): the largest majorisation gap that the column
+    error :math:`\\delta` left after :data:`SINKHORN_ITERATIONS` allows, plus float64 rounding."""
+    k = len(v)
+    uniform = backend.asarray(np.full(k, 1.0 / k))
+    columns = k * numpy_of(sr.soft_project(backend.asarray(z[None]), uniform, tau,
+                                           sinkhorn_iterations=SINKHORN_ITERATIONS))[0]
+    return float(np.max(v) * np.sum(np.clip(columns - 1.0, 0.0, None))) + ROUNDING
 
 
 @given(problem=point_and_vector())
@@ -111,8 +136,20 @@ def test_soft_project_with_sinkhorn_is_majorised_by_v(proof_backend, numpy_of, p
     """With Sinkhorn the output lies in :math:`\\operatorname{conv}\\mathcal P_v`: :math:`\\hat P^\\top v \\prec v`."""
     z, v = problem
     out = numpy_of(sr.soft_project(proof_backend.asarray(z[None]), proof_backend.asarray(v), tau,
-                                   sinkhorn_iterations=200))[0]
-    assert majorisation_gap(out, v) <= 1e-6
+                                   sinkhorn_iterations=SINKHORN_ITERATIONS))[0]
+    assert majorisation_gap(out, v) <= sinkhorn_gap_bound(proof_backend, numpy_of, z, v, tau)
+
+
+def test_a_slowly_converging_sinkhorn_is_majorised_within_its_column_error(proof_backend, numpy_of):
+    """Entries near :math:`e^{-20}` leave a column error after 200 iterations: the gap (4e-5) is far
+    above a fixed :math:`10^{-6}`, yet within :math:`\\delta\\max_k v_k`."""
+    z = np.array([-1.58, 0.25, 1.78, -1.76, -2.33, 1.81])
+    v = np.array([0.3106229503757563, 0.008005797356396286, 0.0, 0.2858898160963793, 0.395481436171468, 0.0])
+    tau = 0.2001
+    out = numpy_of(sr.soft_project(proof_backend.asarray(z[None]), proof_backend.asarray(v), tau,
+                                   sinkhorn_iterations=SINKHORN_ITERATIONS))[0]
+    gap = majorisation_gap(out, v)
+    assert 1e-5 < gap <= sinkhorn_gap_bound(proof_backend, numpy_of, z, v, tau)
 
 
 def test_soft_project_without_sinkhorn_can_leave_the_permutohedron(proof_backend, numpy_of):
@@ -126,5 +163,6 @@ def test_soft_project_without_sinkhorn_can_leave_the_permutohedron(proof_backend
     (z, v), tau = find(st.tuples(point_and_vector(k_max=6), st.floats(0.2, 2.0)), leaves,
                        settings=FIND)
     out = numpy_of(sr.soft_project(proof_backend.asarray(z[None]), proof_backend.asarray(v), tau,
-                                   sinkhorn_iterations=200))[0]
-    assert majorisation_gap(out, v) <= 1e-6  # the same input, with Sinkhorn, is back inside
+                                   sinkhorn_iterations=SINKHORN_ITERATIONS))[0]
+    # The same input, with Sinkhorn, is back inside (up to what the column error allows).
+    assert majorisation_gap(out, v) <= sinkhorn_gap_bound(proof_backend, numpy_of, z, v, tau)

@@ -43,7 +43,11 @@ the clean one for any :math:`\eta > 0`.
 * The three regimes, for every registered loss, by enumerating **every** map
   :math:`\mathcal X \to \mathcal P_v` for :math:`|\mathcal X| \le 3` and :math:`K = 3`: equal argmin
   sets below the threshold, a constant noisy risk at it, and argmin of :math:`R^\eta_L` = argmax of
-  :math:`R_L` (disjoint from argmin of :math:`R_L`) above it.
+  :math:`R_L` (disjoint from argmin of :math:`R_L`) above it. The loss table is first divided by
+  its largest magnitude: argmin sets and constancy are invariant under a positive scaling of
+  :math:`L`, and the tie tolerance (:data:`~proofs._support.TIE_RTOL`, absolute below unit scale) then
+  applies to the loss's own scale. Without it a draw such as SCE with :math:`\alpha = 0`,
+  :math:`\beta = 10^{-9}` has every risk difference below the tolerance, and distinct risks tie.
 * Counter-example: for cross entropy over outputs that are *not* a permutation set, a finite class
   whose noisy minimiser differs from the clean one at :math:`\eta < \frac{K-1}{K}` is found.
 """
@@ -106,6 +110,30 @@ def test_noisy_risk_is_affine_in_clean_risk(proof_backend, numpy_of, base, data)
     np.testing.assert_allclose(noisy, predicted, rtol=RTOL, atol=RTOL * max(1.0, c_v))
 
 
+def unit_scale(table: np.ndarray) -> np.ndarray:
+    """``table`` divided by its largest magnitude (unchanged when it is all zero): the same argmin
+    sets and constancy, on the scale the tie tolerance is made for."""
+    largest = float(np.max(np.abs(table)))
+    return table / largest if largest > 0 else table
+
+
+def test_a_loss_scaled_far_below_one_keeps_its_regimes(proof_backend, numpy_of):
+    """SCE with :math:`\\alpha = 0`, :math:`\\beta = 10^{-9}` (a draw of the property): at unit scale
+    the clean minimiser is unique, and the noisy order follows it below and reverses above."""
+    k = 3
+    outputs = permutation_outputs(np.log(np.array([9.0, 9.0, 6.0]) / 24))
+    table = loss_table(proof_backend, outputs, "sce", numpy_of, alpha=0.0, beta=1e-9)
+    labels = np.array([2, 1, 0])
+    maps = all_maps(len(labels), len(outputs))
+    scaled = unit_scale(table)
+    clean = risks(scaled, maps, np.eye(k)[labels])
+    assert not is_constant(clean)
+    # Unscaled, the noisy risks above the threshold all tie, though the clean ones differ.
+    assert is_constant(risks(table, maps, symmetric_transition(k, 0.9)[labels]))
+    assert argmin_set(risks(scaled, maps, symmetric_transition(k, 0.3)[labels])) == argmin_set(clean)
+    assert argmin_set(risks(scaled, maps, symmetric_transition(k, 0.9)[labels])) == argmin_set(-clean)
+
+
 @pytest.mark.parametrize("base", LOSSES)
 @scaled_examples(0.5)
 @given(data=st.data())
@@ -113,7 +141,8 @@ def test_three_regimes_by_enumerating_every_map(proof_backend, numpy_of, base, d
     """Below, at and above :math:`\\eta = (K-1)/K`: same minimisers, constant risk, reversed order."""
     k = 3
     outputs = permutation_outputs(fixed_vector_logits(data.draw, k))
-    table = loss_table(proof_backend, outputs, base, numpy_of, **data.draw(base_params(base), label="params"))
+    table = unit_scale(loss_table(proof_backend, outputs, base, numpy_of,
+                                  **data.draw(base_params(base), label="params")))
     n = data.draw(st.integers(1, 3), label="n")
     labels = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n), label="y"))
     maps = all_maps(n, len(outputs))

@@ -62,11 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _is_main_rank():
             sys.exit(2)
         parser.error(str(exc))
+    from sparse_reg.train.checkpoint import CheckpointError
     from sparse_reg.train.loop import NonFiniteLossError, RunDirError, run
 
     try:
         summary = run(config, resume=args.resume, overwrite=args.overwrite)
-    except (RunDirError, DatasetError, ConfigError) as exc:
+    except (RunDirError, CheckpointError, DatasetError, ConfigError) as exc:
         _error(str(exc))
         return 2
     except NonFiniteLossError as exc:

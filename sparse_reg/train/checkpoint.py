@@ -1,31 +1,58 @@
-"""Atomic checkpoints holding everything an exact resume needs.
+"""Atomic checkpoints holding everything an exact resume needs, loadable without executing code.
 
 A checkpoint is written to a temporary file in the run directory, flushed to disk and moved over
 the previous one with :func:`os.replace`, so a crash at any moment leaves either the old or the new
-checkpoint, never a torn one.
+checkpoint, never a torn one (a temporary file an interrupted write leaves behind is removed by
+:func:`remove_stale_temporaries` at the next start). Everything in it is a tensor, a number, a
+string or a container of these, so :func:`load` reads it with ``torch.load(weights_only=True)``:
+a crafted file cannot run code, it can only fail to load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import random
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT", "atomic_write_bytes", "global_rng_state", "load", "save", "set_global_rng_state"]
+__all__ = [
+    "CHECKPOINT",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "fingerprint",
+    "global_rng_state",
+    "load",
+    "remove_stale_temporaries",
+    "save",
+    "set_global_rng_state",
+]
 
 #: File name of the checkpoint inside the run directory.
 CHECKPOINT = "checkpoint.pt"
+
+_TMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded, or belongs to another run; the message names the file."""
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name}."
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.name), suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -37,11 +64,42 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(directory: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` of ``names`` left in ``directory``.
+
+    Only a process that owns the directory (holds its lock) may call this: another writer's
+    temporary file would be removed under it. Returns the files removed.
+    """
+    removed = []
+    for name in names:
+        for path in Path(directory).glob(f"{_temporary_prefix(name)}*{_TMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``settings`` (sorted keys): equal exactly when they are."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def global_rng_state() -> dict[str, Any]:
-    """States of the global python, NumPy and torch (CPU and CUDA) generators."""
+    """States of the global python, NumPy and torch (CPU and CUDA) generators, as plain data.
+
+    NumPy's Mersenne Twister key becomes an int64 tensor, so the state pickles without NumPy
+    objects and loads under ``weights_only=True``.
+    """
+    legacy = np.random.get_state(legacy=False)  # noqa: NPY002 (the global stream is saved as it is)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the global stream is saved as it is)
+        "numpy": {
+            "bit_generator": legacy["bit_generator"],
+            "key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
+            "pos": int(legacy["state"]["pos"]),
+            "has_gauss": int(legacy["has_gauss"]),
+            "gauss": float(legacy["gauss"]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -50,27 +108,61 @@ def global_rng_state() -> dict[str, Any]:
 
 
 def set_global_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    """Restore the generators from :func:`global_rng_state`'s record."""
+    numpy_state = state["numpy"]
+    random.setstate(_as_tuples(state["python"]))
+    np.random.set_state(  # noqa: NPY002
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _as_tuples(value: Any) -> Any:
+    # random.setstate needs tuples; keep them tuples whatever the serialiser made of them.
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def save(run_dir: Path, state: dict[str, Any]) -> None:
     """Serialise ``state`` with :func:`torch.save` and write it atomically as the run's checkpoint."""
-    import io
-
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
 
 
 def load(run_dir: Path) -> dict[str, Any] | None:
-    """The run's checkpoint (tensors on the CPU), or ``None`` when there is none yet."""
+    """The run's checkpoint (tensors on the CPU), or ``None`` when there is none yet.
+
+    Raises
+    ------
+    CheckpointError
+        The file cannot be read, is not a checkpoint of this trainer, or holds anything but
+        tensors and plain data (``weights_only=True`` refuses any other object, so loading a
+        crafted file never executes code).
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
-    # weights_only=False: the checkpoint holds python and NumPy RNG states; it is our own file.
-    # Generator states must stay CPU byte tensors; load_state_dict moves the rest to the device.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # Generator states must stay CPU byte tensors; load_state_dict moves the rest to the device.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to unpickle means the file is not a checkpoint we wrote
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be loaded ({type(exc).__name__}: {reason}); "
+            "use --overwrite to start the run again"
+        ) from None
+    missing = {"epoch", "history", "fingerprint", "config"} - set(state) if isinstance(state, dict) else None
+    if missing is None or missing:
+        what = f"lacks {', '.join(sorted(missing))}" if missing else f"holds a {type(state).__name__}"
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a checkpoint of this trainer (it {what}); "
+            "use --overwrite to start the run again"
+        )
+    return state

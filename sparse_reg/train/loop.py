@@ -26,6 +26,7 @@ from sparse_reg.train import checkpoint, report
 from sparse_reg.train.config import RUNTIME_KEYS, Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
 from sparse_reg.train.dist import Context, setup
+from sparse_reg.train.lock import RunDirInUseError, RunDirLock
 from sparse_reg.train.losses import Criterion
 from sparse_reg.train.models import build_model
 
@@ -45,7 +46,7 @@ RUN_FILES = (
 
 
 class RunDirError(ValueError):
-    """The run directory cannot be used as asked (exists, or holds a different run)."""
+    """The run directory cannot be used as asked (exists, in use, unwritable, or holds a different run)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,12 +66,59 @@ def _stream_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
-def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with the run directory: ``"new"``, ``"resume"`` or ``"finished"``."""
-    run_dir = config.run_dir
-    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+def _own_run_dir(run_dir: Path, lock: RunDirLock) -> None:
+    """Create ``run_dir``, take its lock and remove what interrupted writes left there.
+
+    Raises
+    ------
+    RunDirError
+        ``run_dir`` is a file, cannot be created or written, or another live run holds it.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} exists and is not a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except RunDirInUseError as exc:
+        raise RunDirError(str(exc)) from None
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}; "
+            "choose another --out"
+        ) from None
+    # Only the lock's holder may do this: a live writer's temporary file would vanish under it.
+    checkpoint.remove_stale_temporaries(run_dir, RUN_FILES)
+
+
+def _read_json(path: Path) -> Any:
+    """A run file's JSON; a file that is unreadable or not JSON is a :class:`RunDirError` naming it."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(
+            f"{str(path)!r} cannot be read as JSON ({type(exc).__name__}: {exc}); "
+            "use --overwrite to start the run again or --out DIR for a new run"
+        ) from None
+
+
+def settings_of(config: Config) -> dict[str, Any]:
+    """The settings that determine what a run computes (all but :data:`RUNTIME_KEYS`), normalised."""
+    return {k: _normal(v) for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+
+
+def _differences(stored: dict[str, Any], config: Config) -> str:
+    """``"key: stored -> current, ..."`` over the settings that differ, or ``""``."""
+    current = settings_of(config)
+    changed = sorted(k for k in current if _normal(stored.get(k)) != current[k])
+    return ", ".join(f"{k}: {stored.get(k)!r} -> {config.to_dict()[k]!r}" for k in changed)
+
+
+def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with the (owned) run directory: ``"new"``, ``"resume"`` or ``"finished"``."""
+    run_dir = config.run_dir
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not present:
         return "new"
     if overwrite:
@@ -84,15 +132,13 @@ def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
         )
     stored_path = run_dir / "config.json"
     if stored_path.exists():
-        import json
-
-        stored = json.loads(stored_path.read_text())["config"]
-        current = config.to_dict()
-        changed = sorted(
-            k for k in current if k not in RUNTIME_KEYS and _normal(stored.get(k)) != _normal(current[k])
-        )
-        if changed:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
+        stored = _read_json(stored_path)
+        if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+            raise RunDirError(
+                f"{str(stored_path)!r} holds no 'config' table; use --overwrite to start the run again"
+            )
+        detail = _differences(stored["config"], config)
+        if detail:
             raise RunDirError(
                 f"cannot resume {str(run_dir)!r} with different settings ({detail}); "
                 "use --overwrite to start again or --out DIR for a new run"
@@ -100,6 +146,39 @@ def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
     if (run_dir / "summary.json").exists():
         return "finished"
     return "resume"
+
+
+def _check_checkpoint(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
+    """Refuse a checkpoint of another run, or one whose epoch disagrees with its metrics.
+
+    The checkpoint is written before ``metrics.jsonl`` each epoch, so a kill in between leaves the
+    metrics one epoch behind; never ahead, and never further behind.
+    """
+    path = run_dir / checkpoint.CHECKPOINT
+    if saved["fingerprint"] != checkpoint.fingerprint(settings_of(config)):
+        detail = _differences(saved["config"], config) or "settings fingerprint"
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r} belongs to another run ({detail}); "
+            "use --overwrite to start again or --out DIR for a new run"
+        )
+    epoch, history = saved["epoch"], saved["history"]
+    if not isinstance(epoch, int) or [row.get("epoch") for row in history] != list(range(1, epoch + 1)):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r} is at epoch {epoch!r} but records "
+            f"{len(history)} epoch(s) of history; use --overwrite to start the run again"
+        )
+    metrics_path = run_dir / "metrics.jsonl"
+    logged = 0
+    if metrics_path.exists():
+        try:
+            logged = len(metrics_path.read_text(encoding="utf-8").splitlines())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{str(metrics_path)!r} cannot be read: {exc}") from None
+    if not epoch - 1 <= logged <= epoch:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r} is at epoch {epoch} but {str(metrics_path)!r} records {logged} "
+            "epoch(s): they are not from the same run; use --overwrite to start the run again"
+        )
 
 
 def _normal(value: Any) -> Any:
@@ -202,25 +281,34 @@ def run(
     sparse_reg.errors.DatasetNotFoundError
         The dataset files are missing.
     """
-    ctx = setup(config.device)
     try:
-        summary = _run(config, ctx, resume, overwrite, progress)
+        ctx = setup(config.device)
+    except RuntimeError as exc:  # no CUDA, or a device string torch does not know
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"device {config.device!r} cannot be used: {reason}") from None
+    lock = RunDirLock(config.run_dir)
+    try:
+        summary = _run(config, ctx, lock, resume, overwrite, progress)
         # Rank 0 still writes the plot and summary when the others finish; a rank that tears its
         # gloo group down while a peer is connected can abort the process, so all leave together.
         ctx.barrier()
         return summary
     finally:
+        lock.release()
         ctx.close()
 
 
 def _run(
-    config: Config, ctx: Context, resume: bool, overwrite: bool, progress: bool | None
+    config: Config, ctx: Context, lock: RunDirLock, resume: bool, overwrite: bool, progress: bool | None
 ) -> dict[str, Any]:
     run_dir = config.run_dir
     decision: tuple[str, str | None]
     if ctx.is_main:
         try:
+            _own_run_dir(run_dir, lock)
             decision = (_check_run_dir(config, resume, overwrite), None)
+            if decision[0] == "finished":
+                summary = _read_json(run_dir / "summary.json")
         except RunDirError as exc:
             decision = ("error", str(exc))
     else:
@@ -229,9 +317,7 @@ def _run(
     if state == "error":
         raise RunDirError(message)
     if state == "finished":
-        import json
-
-        return json.loads((run_dir / "summary.json").read_text())
+        return ctx.broadcast_object(summary if ctx.is_main else None)
 
     _seed_everything(config.seed, config.deterministic)
     threads = config.threads if config.threads is not None else (1 if config.model == "mlp" else None)
@@ -273,7 +359,7 @@ def _run(
     criterion = Criterion(config)
 
     start_epoch, history = 0, []
-    saved = checkpoint.load(run_dir) if state == "resume" else None
+    saved = _load_checkpoint(ctx, config, run_dir) if state == "resume" else None
     if saved is not None:
         if len(saved["rng"]) != ctx.world_size:
             raise RunDirError(
@@ -288,9 +374,14 @@ def _run(
         checkpoint.set_global_rng_state(saved["rng"][ctx.rank]["global"])
         start_epoch, history = saved["epoch"], saved["history"]
 
+    fingerprint = checkpoint.fingerprint(settings_of(config))
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"data": prepared.describe(), "world_size": ctx.world_size, "device": str(ctx.device)}
+        extra = {
+            "data": prepared.describe(),
+            "world_size": ctx.world_size,
+            "device": str(ctx.device),
+            "fingerprint": fingerprint,
+        }
         report.write_config(run_dir, config.to_dict(), extra)
     show = ctx.is_main and (sys.stderr.isatty() and not config.quiet if progress is None else progress)
     steps = data.steps_per_epoch
@@ -333,11 +424,16 @@ def _run(
             ctx.all_reduce_sum(sums)
             bad_step = int(first_bad)
             if not bool(torch.isfinite(sums).all()) or bad_step >= 0:
+                # A checkpoint exists exactly when an epoch has finished (its history is in it).
+                kept = (
+                    f"The last good checkpoint (epoch {history[-1]['epoch']}) is kept in {str(run_dir)!r}"
+                    if history
+                    else f"No checkpoint was written (no epoch finished) in {str(run_dir)!r}"
+                )
                 raise NonFiniteLossError(
                     f"the training loss became non-finite in epoch {epoch + 1} (first at step "
-                    f"{max(bad_step, 0) + 1} of {steps}, lam={lam:g}, lr={lr:g}); stopped. The last good "
-                    f"checkpoint (epoch {start_epoch if not history else history[-1]['epoch']}) is kept in "
-                    f"{str(run_dir)!r}. Try a smaller --lr, --lam0 or --rho, or --clip"
+                    f"{max(bad_step, 0) + 1} of {steps}, lam={lam:g}, lr={lr:g}); stopped. {kept}. "
+                    "Try a smaller --lr, --lam0 or --rho, or --clip"
                 )
             ctx.sync_buffers(raw_model)
             metrics = _evaluate(raw_model, data, ctx, config.amp)
@@ -368,6 +464,7 @@ def _run(
                         "rng": rng,
                         "history": history,
                         "config": config.to_dict(),
+                        "fingerprint": fingerprint,
                     },
                 )
                 report.write_metrics(run_dir, history)
@@ -383,6 +480,23 @@ def _run(
         torch.save(raw_model.state_dict(), run_dir / "model.pt")
         report.write_summary(run_dir, summary)
     return summary
+
+
+def _load_checkpoint(ctx: Context, config: Config, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from, checked to belong to this run (the same verdict on every rank)."""
+    verdict: tuple[str, str | None] = ("ok", None)
+    saved = None
+    try:
+        saved = checkpoint.load(run_dir)
+        if saved is not None:
+            _check_checkpoint(saved, config, run_dir)
+    except (checkpoint.CheckpointError, RunDirError) as exc:
+        verdict = ("error", str(exc))
+    # Every rank reads the same file; rank 0's verdict decides, so no rank is left waiting alone.
+    state, message = ctx.broadcast_object(verdict)
+    if state == "error":
+        raise checkpoint.CheckpointError(message)
+    return saved
 
 
 def _summary(

@@ -119,11 +119,12 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def _run_in_process(settings: dict[str, Any], config_file: str | None) -> str | None:
     from sparse_reg.errors import DatasetError
+    from sparse_reg.train.checkpoint import CheckpointError
     from sparse_reg.train.loop import NonFiniteLossError, RunDirError, run
 
     try:
         run(resolve_config(settings, config_file), resume=True, progress=False)
-    except (NonFiniteLossError, RunDirError, DatasetError, ConfigError) as exc:
+    except (NonFiniteLossError, RunDirError, CheckpointError, DatasetError, ConfigError) as exc:
         return str(exc)
     return None
 

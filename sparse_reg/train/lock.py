@@ -1,0 +1,72 @@
+"""Exclusive ownership of a run directory by one process, through an OS lock.
+
+The lock is :func:`fcntl.flock` on ``<run_dir>/run.lock``: the kernel releases it when the holding
+process exits, however it exits (SIGKILL included), so a dead run never blocks the next one and a
+live run can never be shared. The holder's process id is written into the file, for the message
+a second run gets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not protected from each other
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LOCK_FILE", "RunDirInUseError", "RunDirLock"]
+
+#: File name of the lock inside the run directory.
+LOCK_FILE = "run.lock"
+
+
+class RunDirInUseError(RuntimeError):
+    """Another live process owns the run directory."""
+
+
+class RunDirLock:
+    """Hold the lock of ``run_dir`` from :meth:`acquire` until :meth:`release` (or process exit)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock without waiting.
+
+        Raises
+        ------
+        RunDirInUseError
+            A live process holds it; the message names the directory and that process.
+        OSError
+            The lock file cannot be created (the directory is missing or not writable).
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunDirInUseError(
+                    f"run directory {str(self.path.parent)!r} is in use by another run "
+                    f"(process {holder}); wait for it to finish, or choose another --out"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it); the file itself stays."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -43,7 +43,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 non-finite loss, 2 invalid input)."""
-    from sparse_reg.errors import DatasetError
+    from sparse_reg.errors import BackendUnavailableError, DatasetError
     from sparse_reg.train.cli import build_parser, overrides_from
     from sparse_reg.train.config import ConfigError, resolve_config
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         summary = run(config, resume=args.resume, overwrite=args.overwrite)
-    except (RunDirError, CheckpointError, DatasetError, ConfigError) as exc:
+    except (RunDirError, CheckpointError, DatasetError, ConfigError, BackendUnavailableError) as exc:
         _error(str(exc))
         return 2
     except NonFiniteLossError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+import typing
 from typing import Any
 
 from sparse_reg.losses import available_losses
@@ -234,13 +235,20 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument("--quiet", action="store_true", default=None, help="no progress bar and no summary")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error on one line (exit status 2), pointing at ``--help`` for the rest."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m sparse_reg.train``, with the ``sweep`` subcommand."""
     presets = "\n".join(f"  {name:<14} {preset.description}" for name, preset in PRESETS.items())
     epilog = _EPILOG.format(
         presets=presets, losses=", ".join(available_losses()), noise=", ".join(SPEC_FORMS)
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG,
         description="Train a classifier on noisy labels with a robust loss, optionally with sparse "
         "regularization (Zhou et al., ICCV 2021). Without options: the digits preset with 60% "
@@ -260,8 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", metavar="DIR", help="run directory (default: runs/<preset>-<loss>-<noise>-seed<k>)"
     )
-    run.add_argument("--resume", action="store_true", help="continue the run in the run directory exactly")
-    run.add_argument("--overwrite", action="store_true", help="replace the run in the run directory")
+    existing = run.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume", action="store_true", help="continue the run in the run directory exactly"
+    )
+    existing.add_argument("--overwrite", action="store_true", help="replace the run in the run directory")
     _add_hyperparameters(parser)
 
     commands = parser.add_subparsers(dest="command", metavar="{sweep}", title="subcommands")

@@ -18,6 +18,7 @@ from typing import Any
 
 from sparse_reg.losses import available_losses, get_loss
 from sparse_reg.noise import SPEC_FORMS
+from sparse_reg.train.config_types import TypeMismatch, check_value, field_types
 from sparse_reg.train.presets import PRESETS, preset_values
 
 __all__ = [
@@ -189,6 +190,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from None
     try:
         if path.suffix.lower() == ".toml":
             try:
@@ -202,8 +207,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
-    _check_keys(data, f"config file {str(path)!r}")
-    return data
+    where = f"config file {str(path)!r}"
+    _check_keys(data, where)
+    return _check_types(data, where)
 
 
 def _check_keys(values: Mapping[str, Any], where: str) -> None:
@@ -213,6 +219,33 @@ def _check_keys(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(
             f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
         )
+
+
+#: Seeds are those of :func:`numpy.random.seed`: 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
+
+_TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a table", type(None): "null"}  # fmt: skip
+
+
+def _check_types(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` checked against the :class:`Config` field types (see :mod:`.config_types`).
+
+    Raises
+    ------
+    ConfigError
+        A value of the wrong type; the message names ``where``, the key, the value and its type, and
+        what the field takes.
+    """
+    types_of = field_types(Config)
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = check_value(value, types_of[key])
+        except TypeMismatch as exc:
+            kind = _TYPE_WORDS.get(type(value), type(value).__name__)
+            raise ConfigError(f"{where}: {key} must be {exc.expected}; got {value!r} ({kind})") from None
+    return checked
 
 
 def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None = None) -> Config:
@@ -233,6 +266,7 @@ def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None 
     """
     given = dict(overrides)
     _check_keys(given, "settings")
+    given = _check_types(given, "settings")
     from_file = load_config_file(config_file) if config_file is not None else {}
     layered = {**from_file, **given}
     if "loss_params" in from_file and "loss_params" in given:
@@ -259,6 +293,12 @@ def validate(config: Config) -> None:
         if not condition:
             raise ConfigError(message)
 
+    for key in ("seed", "noise_seed"):
+        value = getattr(config, key)
+        need(
+            value is None or 0 <= value <= MAX_SEED,
+            f"{key} must be an integer in [0, {MAX_SEED}]; got {value!r}",
+        )
     need(config.model in MODELS, f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
     need(
         config.backend in ("torch", "numpy", "cupy"),

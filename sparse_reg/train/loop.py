@@ -337,7 +337,10 @@ def _run(
         world_size=ctx.world_size,
         seed=_stream_seed(config.seed, ctx.rank),
     )
-    raw_model = build_model(config.model, data.image_shape, prepared.num_classes).to(ctx.device)
+    try:
+        raw_model = build_model(config.model, data.image_shape, prepared.num_classes).to(ctx.device)
+    except ValueError as exc:  # a model that does not fit the dataset's images
+        raise ConfigError(f"model {config.model!r}: {exc}") from None
     model: torch.nn.Module = raw_model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -44,6 +44,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     losses = list(args.losses or DEFAULT_LOSSES)
     noises = list(args.noises or DEFAULT_NOISES)
     seeds = list(args.seeds or DEFAULT_SEEDS)
+    for flag, items in (("--losses", losses), ("--noises", noises), ("--seeds", seeds)):
+        repeated = sorted({str(item) for item in items if items.count(item) > 1})
+        if repeated:
+            raise ConfigError(
+                f"{flag} {','.join(map(str, items))} repeats {', '.join(repeated)}; "
+                "each value must appear once (a repeat would count one run twice)"
+            )
     jobs = args.jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1; got {jobs}")
@@ -65,7 +72,13 @@ def run_sweep(args: argparse.Namespace) -> int:
                 }
                 resolve_config(settings, args.config)  # every run's settings are checked before any starts
                 grid.append((loss, noise, seed, run_dir, settings))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {str(out)!r}: cannot create the sweep directory ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
     settings_path = out / SETTINGS_FILE
     atomic_write_bytes(settings_path, (json.dumps(overrides, indent=2) + "\n").encode())
 

@@ -107,6 +107,15 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     assert code == 2 and f"config file '{path}' is not UTF-8 text" in _one_line(err)
 
 
+@pytest.mark.parametrize("target", ["directory", "/dev/zero"])
+def test_a_config_path_that_is_not_a_file_is_refused_without_reading(tmp_path, capsys, target):
+    path = tmp_path if target == "directory" else Path(target)
+    if not path.exists():
+        pytest.skip(f"{target} does not exist here")
+    code, err = _run(["--config", str(path)], capsys)
+    assert code == 2 and f"config file '{path}' is " in _one_line(err)
+
+
 def test_argparse_errors_are_one_line_too(capsys):
     code, err = _run(["--epochs", "many"], capsys)
     assert code == 2 and "argument --epochs: invalid int value: 'many'" in _one_line(err)

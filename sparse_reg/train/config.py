@@ -186,6 +186,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         The file is missing, unparsable, not a table, or has unknown keys.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # A FIFO or /dev/zero would block or never end; a directory is an obvious slip.
+        kind = "a directory" if path.is_dir() else "not a regular file (a FIFO or device?)"
+        raise ConfigError(f"config file {str(path)!r} is {kind}; expected a JSON or TOML file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -156,16 +156,19 @@ def _check_checkpoint(saved: dict[str, Any], config: Config, run_dir: Path) -> N
     """
     path = run_dir / checkpoint.CHECKPOINT
     if saved["fingerprint"] != checkpoint.fingerprint(settings_of(config)):
-        detail = _differences(saved["config"], config) or "settings fingerprint"
+        stored = saved["config"] if isinstance(saved["config"], dict) else {}
+        detail = _differences(stored, config) or "settings fingerprint"
         raise checkpoint.CheckpointError(
             f"checkpoint {str(path)!r} belongs to another run ({detail}); "
             "use --overwrite to start again or --out DIR for a new run"
         )
     epoch, history = saved["epoch"], saved["history"]
-    if not isinstance(epoch, int) or [row.get("epoch") for row in history] != list(range(1, epoch + 1)):
+    rows = history if isinstance(history, list) else []
+    epochs = [row.get("epoch") if isinstance(row, dict) else None for row in rows]
+    if not isinstance(epoch, int) or epochs != list(range(1, epoch + 1)):
         raise checkpoint.CheckpointError(
             f"checkpoint {str(path)!r} is at epoch {epoch!r} but records "
-            f"{len(history)} epoch(s) of history; use --overwrite to start the run again"
+            f"{len(epochs)} epoch(s) of history; use --overwrite to start the run again"
         )
     metrics_path = run_dir / "metrics.jsonl"
     logged = 0

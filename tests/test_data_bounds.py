@@ -101,3 +101,18 @@ def test_a_file_where_the_data_directory_belongs_is_named(tmp_path):
     (tmp_path / "cifar-10-batches-py").write_bytes(b"")
     with pytest.raises(CorruptDatasetError, match=r"cifar-10-batches-py is a regular file, expected a directory"):
         data.load_cifar10(tmp_path)
+
+
+def test_with_verify_a_header_larger_than_the_standard_file_is_refused_before_reading(tmp_path):
+    """The published file's size bounds what its checksum can match: 10^6 declared images cannot."""
+    write_idx_dataset(tmp_path)
+    header = struct.pack(">IIII", 0x0803, 1_000_000, 28, 28)
+    (tmp_path / f"{IMAGES}.gz").write_bytes(gzip.compress(header + bytes(8 << 20), compresslevel=1))
+    with pytest.raises(
+        CorruptDatasetError,
+        match=rf"{IMAGES}\.gz: header declares 784000016 bytes, more than the 47040016 of the standard file",
+    ):
+        data.load_mnist(tmp_path)
+    # Without verify only the format bounds it: more than deflate can make of these few kB.
+    with pytest.raises(CorruptDatasetError, match=r"declares 784000016 bytes of contents, more than a gzip"):
+        data.load_mnist(tmp_path, verify=False)

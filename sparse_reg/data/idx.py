@@ -75,13 +75,27 @@ def parse_idx(data: bytes, path: Path, *, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_size(ndim)).reshape(dims).copy()
 
 
-def read_contents(path: Path, *, ndim: int) -> bytes:
-    """The (decompressed) bytes of an IDX file, read no further than its header declares."""
-    return read_bytes(
-        path,
-        declared_size=lambda head: declared_size(head, path, ndim=ndim),
-        header_size=header_size(ndim),
-    )
+def read_contents(path: Path, *, ndim: int, standard_size: int | None = None) -> bytes:
+    """The (decompressed) bytes of an IDX file, read no further than its header declares.
+
+    Parameters
+    ----------
+    standard_size : int, optional
+        Size of the published file whose checksum will be verified: a header declaring more cannot
+        be that file and is refused before the payload is read.
+    """
+
+    def bounded(head: bytes) -> int:
+        total = declared_size(head, path, ndim=ndim)
+        if standard_size is not None and total > standard_size:
+            raise CorruptDatasetError(
+                f"{path}: header declares {total} bytes, more than the {standard_size} of the "
+                "standard file: not the standard file. Pass verify=False to load a modified file "
+                "whose structure is valid."
+            )
+        return total
+
+    return read_bytes(path, declared_size=bounded, header_size=header_size(ndim))
 
 
 def read_idx(path: Path, *, ndim: int) -> np.ndarray:

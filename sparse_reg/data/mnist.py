@@ -12,7 +12,7 @@ from ..errors import CorruptDatasetError, DatasetNotFoundError
 from ._checksum import Known, verify
 from ._dataset import Dataset
 from ._files import file_kind
-from .idx import parse_idx, read_contents
+from .idx import header_size, parse_idx, read_contents
 
 __all__ = ["FASHION_MNIST_DIR", "MNIST_DIR", "load_fashion_mnist", "load_mnist"]
 
@@ -27,6 +27,16 @@ _STEMS = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+
+#: Images in each split of the standard files (MNIST and Fashion-MNIST alike).
+_STANDARD_COUNT = {"train": 60_000, "test": 10_000}
+
+
+def _standard_size(key: str) -> int:
+    """Bytes of the standard (uncompressed) IDX file ``key``: header, then one byte per pixel or label."""
+    images = key.endswith("images")
+    per_item = 28 * 28 if images else 1
+    return header_size(3 if images else 1) + _STANDARD_COUNT[key.split("_")[0]] * per_item
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,7 @@ def _load(spec: _Spec, data_dir: str | Path | None, check: bool) -> Dataset:
     for key, stem in _STEMS.items():
         path = _find(directory, stem, spec, layout)
         ndim = 3 if key.endswith("images") else 1
-        content = read_contents(path, ndim=ndim)
+        content = read_contents(path, ndim=ndim, standard_size=_standard_size(key) if check else None)
         if check:
             verify(path, content, spec.known[key])
         arrays[key] = parse_idx(content, path, ndim=ndim)

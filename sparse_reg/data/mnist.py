@@ -127,8 +127,9 @@ def load_mnist(data_dir: str | Path | None = None, *, verify: bool = True) -> Da
     CorruptDatasetError
         A file is truncated, malformed, or (with ``verify``) not the standard file; a directory,
         FIFO or device stands where a file belongs; or a file holds (or, gzipped, expands to) more
-        than its IDX header declares. Reading stops one byte past the declared size, and a header
-        declaring more than a gzip file can expand to is refused before anything is read.
+        than its IDX header declares. Reading stops one byte past the declared size; a header
+        declaring more than a gzip file can expand to, or (with ``verify``) more than the standard
+        file holds, is refused before the payload is read.
     """
     return _load(_MNIST, data_dir, verify)
 

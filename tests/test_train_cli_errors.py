@@ -151,7 +151,7 @@ def test_a_new_field_is_checked_without_more_code():
     types_of = field_types(Settings)
     assert check_value(None, types_of["warmup"]) is None
     assert check_value(2, types_of["scale"]) == 2.0
-    for value, name in ((True, "warmup"), ("3", "warmup"), ("c", "kind"), ("1", "scale")):
+    for value, name in ((True, "warmup"), ("3", "warmup"), ("c", "kind"), ("1", "scale"), (10**400, "scale")):
         with pytest.raises(TypeMismatch):
             check_value(value, types_of[name])
 

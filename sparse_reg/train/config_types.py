@@ -72,7 +72,12 @@ def _matches(value: Any, option: Any) -> tuple[bool, Any]:
     if isinstance(value, bool):
         return False, value
     if option is float:
-        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
+        if not isinstance(value, (int, float)):
+            return False, value
+        try:
+            return True, float(value)
+        except OverflowError:  # an integer beyond the float range is no usable number either
+            return False, value
     if isinstance(option, type):
         return isinstance(value, option), value
     return True, value  # an annotation this check does not know: left to the field's validation

@@ -135,9 +135,7 @@ def test_detached_focal_weight_matches_reference(base):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_several_threads_give_the_single_thread_result(dtype, monkeypatch):
-    """The parallel loop splits rows into chunks; every row is computed by the same code."""
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one CPU: numba runs no second thread")
+    """Large batches are split into row chunks over the threads; every row runs the same code."""
     logits, labels = _inputs(301, 23, seed=6)
     objective = _objective("nce+rce", True, 1e-7)
     serial = _kernel_terms(logits.astype(dtype), labels, objective)

@@ -87,7 +87,7 @@ KERNEL_TABLE: tuple[tuple[BaseLoss, tuple[int, int]], ...] = tuple(
     (get_loss(name), codes) for name, codes in _COMPOSITION.items()
 )
 
-#: Batches with fewer elements run on the calling thread: starting the thread pool costs more.
+#: Batches with fewer elements run as one chunk, on one thread: a split costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 2**17
 
 #: Row chunks per thread in the parallel loop: several, so that threads finishing early steal work.
@@ -189,12 +189,12 @@ def run(
          bool(params.get("detach_weight", False)), grad is not None],
         dtype=np.int64,
     )
-    threads = numba.get_num_threads()
-    if z.size >= PARALLEL_MIN_ELEMENTS and threads > 1 and num_rows > 1:
-        chunks = min(num_rows, threads * _CHUNKS_PER_THREAD)
-        _parallel_kernel(z, y, config, flags, base, penalty, out, chunks)
-    else:
-        _serial_kernel(z, y, config, flags, base, penalty, out)
+    # One chunk runs on the calling thread's share of the pool: small batches cost a few
+    # microseconds more than a serial loop would, and one compiled kernel per dtype serves all.
+    chunks = 1
+    if z.size >= PARALLEL_MIN_ELEMENTS:
+        chunks = max(1, min(num_rows, numba.get_num_threads() * _CHUNKS_PER_THREAD))
+    _kernel(z, y, config, flags, base, penalty, out, chunks)
     if grad is not None and not direct:
         grad[...] = out
     return True
@@ -513,13 +513,9 @@ if numba is not None:
         return (np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype),
                 np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype))
 
-    @numba.njit(**_JIT)
-    def _serial_kernel(z, labels, config, flags, base, penalty, grad):
-        ell, w, e, dense = _scratch(z.shape[1], config)
-        _rows(0, z.shape[0], z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
-
     @numba.njit(parallel=True, **_JIT)
-    def _parallel_kernel(z, labels, config, flags, base, penalty, grad, chunks):
+    def _kernel(z, labels, config, flags, base, penalty, grad, chunks):
+        """Every row, in ``chunks`` contiguous ranges spread over Numba's threads."""
         num_rows = z.shape[0]
         for chunk in numba.prange(chunks):
             ell, w, e, dense = _scratch(z.shape[1], config)

@@ -172,9 +172,6 @@ def run(
     dtype = base.dtype
     z = np.ascontiguousarray(logits, dtype=dtype)
     y = np.ascontiguousarray(labels, dtype=np.int64)
-    if num_rows and (y.min() < 0 or y.max() >= num_classes):
-        bad = y[(y < 0) | (y >= num_classes)][0]
-        raise ValueError(f"labels must lie in [0, {num_classes}) for {num_classes} classes; got {bad}")
     direct = grad is not None and grad.dtype == dtype and grad.flags.c_contiguous
     out = grad if direct else np.empty((num_rows, num_classes) if grad is not None else (0, 0), dtype)
     params = objective.params
@@ -194,7 +191,9 @@ def run(
     chunks = 1
     if z.size >= PARALLEL_MIN_ELEMENTS:
         chunks = max(1, min(num_rows, numba.get_num_threads() * _CHUNKS_PER_THREAD))
-    _kernel(z, y, config, flags, base, penalty, out, chunks)
+    if _kernel(z, y, config, flags, base, penalty, out, chunks):  # rows skipped for a bad label
+        bad = y[(y < 0) | (y >= num_classes)][0]
+        raise ValueError(f"labels must lie in [0, {num_classes}) for {num_classes} classes; got {bad}")
     if grad is not None and not direct:
         grad[...] = out
     return True
@@ -384,7 +383,8 @@ if numba is not None:
 
     @numba.njit(**_JIT)
     def _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense):
-        """Rows ``start:stop``: the whole objective, one read of ``z[i]``, one write of ``grad[i]``.
+        """Rows ``start:stop``: the whole objective, one read of ``z[i]``, one write of ``grad[i]``;
+        returns the number of rows skipped for a label outside ``[0, C)``.
 
         ``ell``, ``w``, ``e`` and ``dense`` are per-thread scratch rows (cache-resident). With
         :math:`t = u - \\max u` and :math:`T = \\sum_k e^{t_k}`, the sweep over the row stores
@@ -405,8 +405,15 @@ if numba is not None:
         lam_p = lam * p
         has_dense = _is_dense(code1) or _is_dense(code2)
         bound_shift = normalize and tau >= 2 / real(_MAX_SHIFT)
+        # s_k = e_k / T < c needs e_k < c T <= c C (every e_k <= 1, up to rounding): a row with no e_k
+        # below twice that bound has no clamped entry, and skips the clamp's sweep.
+        ceiling = clamp * classes * (one + one) if use_clamp else zero
+        skipped = 0
         for i in range(start, stop):
             label = labels[i]
+            if label < 0 or label >= num_classes:  # checked here: a separate pass costs more
+                skipped += 1
+                continue
             # The first sweep reads the row from memory; every later one finds it in cache. Rows are
             # indexed in place: a row view would cost reference counting on every row.
             norm = one
@@ -425,7 +432,7 @@ if numba is not None:
                 if not math.isfinite(shift):  # no finite maximum: the core shifts by 0 (NaN row)
                     shift = zero
             # The exponentials: T = sum e, F = sum f, and the row sums z.e, z.f for n . d.
-            total, f_sum, ze_sum, zf_sum = zero, zero, zero, zero
+            total, f_sum, ze_sum, zf_sum, maybe_clamped = zero, zero, zero, zero, zero
             for k in range(num_classes):
                 x = z[i, k]
                 t = x * inverse_scale - shift
@@ -439,12 +446,13 @@ if numba is not None:
                 x = x if normalize else zero
                 ze_sum += x * ek
                 zf_sum += x * fk
+                maybe_clamped += one if ek < ceiling else zero
             log_total = math.log(total)
             inverse_total = one / total
             shrink = math.exp(-p * log_total)  # T^-p, so that W = shrink f
             active_sum = shrink * f_sum  # Q = sum_k A_k W_k, and P without a clamp
             penalty_sum = active_sum
-            if use_clamp:
+            if maybe_clamped:
                 # clip(s, c, 1)^p is W where s >= c and c^p below, where the gradient vanishes.
                 threshold = clamp * total
                 f_sum, zf_sum, active_count = zero, zero, zero
@@ -506,6 +514,7 @@ if numba is not None:
                     x = z[i, k] if normalize else zero
                     grad[i, k] = coef_w * w[k] - coef_e * e[k] - along * x
             grad[i, label] += factor * label_grad
+        return skipped
 
     @numba.njit(**_JIT)
     def _scratch(num_classes, like):
@@ -515,9 +524,12 @@ if numba is not None:
 
     @numba.njit(parallel=True, **_JIT)
     def _kernel(z, labels, config, flags, base, penalty, grad, chunks):
-        """Every row, in ``chunks`` contiguous ranges spread over Numba's threads."""
+        """Every row, in ``chunks`` contiguous ranges spread over Numba's threads; returns the number
+        of rows skipped for a label outside ``[0, C)``."""
         num_rows = z.shape[0]
+        skipped = 0
         for chunk in numba.prange(chunks):
             ell, w, e, dense = _scratch(z.shape[1], config)
             start, stop = chunk * num_rows // chunks, (chunk + 1) * num_rows // chunks
-            _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
+            skipped += _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
+        return skipped

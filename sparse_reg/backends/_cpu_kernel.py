@@ -27,11 +27,11 @@ per dtype serves them all. A loss not in the table (a user registration, or a bu
 re-registered with other semantics) is not handled here: :func:`run` returns ``False``.
 
 Numba's LLVM has no vector maths library (no SVML in llvmlite 0.50), so a call to ``math.exp``
-stays a scalar libm call of about 5 ns, ten times NumPy's SIMD exponential. The kernel therefore
-evaluates :math:`e^x` as :math:`2^n e^r` with :math:`n = \operatorname{round}(x/\ln 2)` and a
-polynomial in :math:`|r| \le \ln 2/2` (the Cephes coefficients, within 2 ulp of the correctly
-rounded value; tested against NumPy over the whole range): a branch-free loop body that LLVM
-vectorizes.
+stays a scalar libm call of about 5 ns, ten times NumPy's SIMD exponential. The kernel's
+exponentials all take log-probabilities, :math:`x \le 0`; it evaluates them as :math:`2^n e^r`
+with :math:`n = \operatorname{round}(x/\ln 2)` and a polynomial in :math:`|r| \le \ln 2/2` (the
+Cephes coefficients in float32, the Taylor series in float64; within 1 ulp of the correctly rounded
+value, as the tests check), a branch-free loop body that LLVM vectorizes.
 """
 
 from __future__ import annotations
@@ -58,9 +58,6 @@ except ImportError:  # pragma: no cover - exercised by installs without the ``fa
 
 #: Loss codes of the kernel: the formula of each term is selected by one of these integers.
 NONE, CE, FOCAL, GCE, MAE, MSE, RCE, NCE, NFL, NGCE, NMAE = range(11)
-
-#: Losses whose gradient is dense (every class, not only the label's): they need a second sweep.
-_DENSE = (MSE, NCE, NFL, NGCE)
 
 #: Built-in loss name -> (code of L1, code of L2); the weights alpha and beta come from the params.
 _COMPOSITION: dict[str, tuple[int, int]] = {
@@ -163,12 +160,12 @@ def run(
     Raises
     ------
     ValueError
-        A label outside ``[0, C)``: the kernel indexes rows by label without bounds checks.
+        A label outside ``[0, C)`` (the kernel skips such a row and reports it).
     """
     codes = kernel_codes(objective.base)
-    if codes is None or not available():
-        return False
     num_rows, num_classes = logits.shape
+    if codes is None or not available() or num_classes == 0:
+        return False
     dtype = base.dtype
     z = np.ascontiguousarray(logits, dtype=dtype)
     y = np.ascontiguousarray(labels, dtype=np.int64)

@@ -1,5 +1,9 @@
 r"""NumPy path: the objective and its gradient in row blocks, with in-place ufuncs.
 
+With the ``fast`` extra installed, :func:`fused_terms` hands every built-in loss to the compiled
+kernel of :mod:`sparse_reg.backends._cpu_kernel` (one read of each row, one write of its gradient);
+the row blocks below are the fallback, and the path of user-registered losses.
+
 The array-API core (:func:`sparse_reg.regularizer.sr_terms`) allocates a fresh ``(N, C)`` array for
 every operation and sweeps the whole batch each time, so for large batches every step is a trip to
 main memory. Here the rows are processed in blocks sized to stay in the CPU cache, every

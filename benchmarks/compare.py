@@ -6,10 +6,11 @@ Usage (from the repository root)::
     python -m benchmarks.compare --device cuda          # GPU: same table, with CUDA syncs
     python -m benchmarks.compare --shapes 128x10,4096x1000 --dtypes float32 --output -
 
-Contenders are interleaved call by call (A, B, C, ... then again), alternating between two input
-sets, so drifting machine load hits all of them alike. Each gradient is first checked against a
-float64 autograd reference of the official formulation. Times are medians of single calls,
-including Python and autograd overhead; compile time (B) is excluded by a warm-up.
+Contenders are interleaved call by call (A, B, C, ... then B, C, ..., A: a rotating order),
+alternating between two input sets, so drifting machine load hits all of them alike. Each gradient
+is first checked against a float64 autograd reference of the official formulation. Times are
+medians of single calls, including Python and autograd overhead; compile time (B) is excluded by a
+warm-up.
 """
 
 from __future__ import annotations
@@ -184,8 +185,11 @@ def _time_shape(shape: tuple[int, int], dtype: str, chosen: list[Contender], arg
     calls = int(min(args.max_calls, max(args.min_calls, args.seconds * len(steps) / total)))
     times: dict[str, list[float]] = {key: [] for key in steps}
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    order = list(steps.items())
     for i in range(calls):
-        for key, made in steps.items():
+        # A rotating order: no contender always follows the same one (whose cache footprint it
+        # would otherwise pay for at small shapes).
+        for key, made in order[i % len(order):] + order[:i % len(order)]:
             step = made[i % 2]
             start = clock()
             step()

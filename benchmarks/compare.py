@@ -6,10 +6,11 @@ Usage (from the repository root)::
     python -m benchmarks.compare --device cuda          # GPU: same table, with CUDA syncs
     python -m benchmarks.compare --shapes 128x10,4096x1000 --dtypes float32 --output -
 
-Contenders are interleaved call by call (A, B, C, ... then again), alternating between two input
-sets, so drifting machine load hits all of them alike. Each gradient is first checked against a
-float64 autograd reference of the official formulation. Times are medians of single calls,
-including Python and autograd overhead; compile time (B) is excluded by a warm-up.
+Contenders are interleaved call by call (A, B, C, ... then B, C, ..., A: a rotating order),
+alternating between two input sets, so drifting machine load hits all of them alike. Each gradient
+is first checked against a float64 autograd reference of the official formulation. Times are
+medians of single calls, including Python and autograd overhead; compile time (B) is excluded by a
+warm-up.
 """
 
 from __future__ import annotations
@@ -53,6 +54,47 @@ CPU_TARGETS = (
     ("F-ours", "F-naive", (4096, 1000), "float32", 2.0),
 )
 
+# --- the compiled CPU kernel's targets (K, and D which runs it on torch CPU tensors) ---------------
+#: (contender, baseline, shapes or None for every measured shape, minimum speed-up), float32.
+KERNEL_SPEEDUPS = (
+    ("D", "A", ((4096, 1000), (16384, 1000)), 4.0),
+    ("D", "A", ((128, 10),), 1.5),
+    ("D", "B", None, 1.5),
+    ("K", "F-ours", None, 1.0),
+)
+#: At least this many logits for the floor target: K within FLOOR_LIMIT times the in-run copy.
+FLOOR_ELEMENTS, FLOOR_LIMIT = 2**20, 4.0
+#: Clamp mode (K) against exact mode (K-exact): at most this ratio, at every shape.
+CLAMP_LIMIT = 1.15
+
+
+def _kernel_targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]]) -> list[str]:
+    """Target lines for the compiled kernel, with the floor multiples of K and D at every shape."""
+    measured = {shape: med for (shape, dtype), med in medians.items() if dtype == "float32"}
+    speedups = [(key, baseline, shape, "float32", wanted) for key, baseline, shapes, wanted in KERNEL_SPEEDUPS
+                for shape in shapes or sorted(measured)]
+    lines = _targets(medians, speedups)
+    for shape, med in sorted(measured.items()):
+        floor = med.get("G-numpy")
+        if floor is None or "K" not in med:
+            continue
+        kernel = med["K"] / floor
+        line = f"- {shape[0]}×{shape[1]} float32: floor multiples (over G-numpy) K {kernel:.2f}×"
+        if "D" in med:
+            line += f", D {med['D'] / floor:.2f}×"
+        if shape[0] * shape[1] >= FLOOR_ELEMENTS:
+            line += f"; wanted K ≤ {FLOOR_LIMIT}× — {_verdict(kernel <= FLOOR_LIMIT)}"
+        if "K-exact" in med:
+            ratio = med["K"] / med["K-exact"]
+            line += f"; clamp/exact {ratio:.2f}×, wanted ≤ {CLAMP_LIMIT}× — {_verdict(ratio <= CLAMP_LIMIT)}"
+        lines.append(line)
+    return lines
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,6 +108,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="approximate timing budget per contender and shape")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch and for the NumPy path (default: the libraries' own)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "thread"],
+                        help="wall: perf_counter; thread: the calling thread's CPU time, immune to "
+                             "preemption on a loaded machine (cpu with --threads 1 only)")
     parser.add_argument("--min-calls", type=int, default=5)
     parser.add_argument("--max-calls", type=int, default=200)
     parser.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")),
@@ -102,7 +147,7 @@ def _available(contender: Contender, dtype: str, device: str) -> str | None:
 
         if device != "cuda" or not cupy_path.available():
             return "needs CuPy and a CUDA device"
-    if contender.key.startswith(("F", "G-numpy")) and device == "cuda":
+    if contender.key.startswith(("F", "G-numpy", "K")) and device == "cuda":
         return "host-only"
     return None
 
@@ -139,12 +184,16 @@ def _time_shape(shape: tuple[int, int], dtype: str, chosen: list[Contender], arg
     total = sum(estimate.values()) or 1e-9
     calls = int(min(args.max_calls, max(args.min_calls, args.seconds * len(steps) / total)))
     times: dict[str, list[float]] = {key: [] for key in steps}
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    order = list(steps.items())
     for i in range(calls):
-        for key, made in steps.items():
+        # A rotating order: no contender always follows the same one (whose cache footprint it
+        # would otherwise pay for at small shapes).
+        for key, made in order[i % len(order):] + order[:i % len(order)]:
             step = made[i % 2]
-            start = time.perf_counter()
+            start = clock()
             step()
-            times[key].append(time.perf_counter() - start)
+            times[key].append(clock() - start)
     return times, errors, skipped
 
 
@@ -182,6 +231,7 @@ def _machine() -> list[str]:
         versions.append(f"cupy {cupy.__version__}")
     except Exception:
         versions.append("cupy not installed")
+    versions.append(_kernel_version())
     import sparse_reg
 
     versions.append(f"sparse_reg {getattr(sparse_reg, '__version__', 'dev')}")
@@ -191,6 +241,8 @@ def _machine() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.clock == "thread" and (args.device != "cpu" or args.threads != 1):
+        raise SystemExit("--clock thread counts one thread's CPU time: it needs --device cpu --threads 1")
     _set_threads(args.threads)
     max_elements = args.max_elements or (2**23 if args.device == "cpu" else 2**31)
     wanted = set(args.contenders.split(","))
@@ -236,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     table = _markdown(header, rows)
     grad_keys = [c.key for c in chosen if c.key in GRADIENT_KEYS and c.key != "C"]
     accuracy = _markdown(["N×C", "dtype", *grad_keys], error_rows)
-    targets = _targets(medians) if args.device == "cpu" else []
+    targets = _targets(medians) + _kernel_targets(medians) if args.device == "cpu" else []
     command = "python -m benchmarks.compare" + ("" if argv is None and len(sys.argv) == 1 else
                                                  " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     legend = "\n".join(f"- **{c.key}**: {c.label}" for c in chosen)
@@ -250,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; "
         f"after: {', '.join(f'{v:.2f}' for v in load_after)}. The machine is shared: contenders are "
         "interleaved call by call so load hits them alike, and medians are reported.",
+        *(["- Clock: the calling thread's CPU time (`--clock thread`), so a call preempted by other "
+           "work on the machine is not charged for the wait; every contender runs on that one thread."]
+          if args.clock == "thread" else []),
         f"- Objective: `{SETTING}` (the paper's CIFAR-10 setting with the official code's "
         "normalisation and clamp); forward plus backward with respect to the logits.",
         "",
@@ -275,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {note}" for note in notes],
         "- bfloat16: NumPy has no bfloat16, so the NumPy contenders run in float32 only.",
+        "- K is the compiled CPU kernel (`sparse_reg[fast]`, Numba) on NumPy arrays; D and D-nn run the "
+        "same kernel on the tensor's memory. F-ours is the NumPy fallback with the kernel switched off. "
+        "Floor multiples divide by G-numpy, the single-threaded copy of the same bytes.",
         "- B's compile time is excluded (warm-up call); after the first recompile torch.compile "
         "switches to dynamic shapes, so later shapes reuse one graph.",
         "- D calls `sr.loss` each step, so every call also validates its arguments, builds the objective "
@@ -305,10 +363,33 @@ def _set_threads(threads: int | None) -> None:
     from sparse_reg.backends import numpy as numpy_path
 
     torch.set_num_threads(threads)
+    _set_kernel_threads(threads)
     if threads == 1:
         numpy_path.THREAD_MIN_ELEMENTS = sys.maxsize  # never hand blocks to the pool
     else:
         numpy_path._POOL = ThreadPoolExecutor(max_workers=threads)
+
+
+def _kernel_version() -> str:
+    """Numba's version and threading layer, or why the compiled kernel is not in this run."""
+    from sparse_reg.backends import _cpu_kernel
+
+    if not _cpu_kernel.available():
+        return "numba not installed or disabled (no compiled CPU kernel)"
+    import llvmlite
+    import numba
+
+    return f"numba {numba.__version__} (llvmlite {llvmlite.__version__})"
+
+
+def _set_kernel_threads(threads: int) -> None:
+    """Numba's thread count for the compiled kernel (K, and D on CPU tensors), when installed."""
+    from sparse_reg.backends import _cpu_kernel
+
+    if _cpu_kernel.available():
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -317,9 +398,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]]) -> list[str]:
+def _targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]],
+             targets: tuple[tuple[str, str, tuple[int, int], str, float], ...] | list = CPU_TARGETS,
+             ) -> list[str]:
     lines = []
-    for key, baseline, shape, dtype, wanted in CPU_TARGETS:
+    for key, baseline, shape, dtype, wanted in targets:
         med = medians.get((shape, dtype), {})
         name = f"{key} vs {baseline} at {shape[0]}×{shape[1]} {dtype}: wanted ≥ {wanted}×"
         if key not in med or baseline not in med:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import sparse_reg as sr
+from sparse_reg.backends import _cpu_kernel as cpu_kernel
 
 #: The paper's CIFAR-10 setting: CE + SR with the official code's normalisation and clamp.
 SETTING = dict(base="ce", tau=0.5, p=0.1, lam=1.2, normalize=True, clamp=1e-7)
@@ -182,8 +183,34 @@ def make_naive_numpy(inputs: Inputs) -> Callable[[], Any]:
 
 
 def make_ours_numpy(inputs: Inputs) -> Callable[[], Any]:
+    """Ours on NumPy without the compiled kernel: the row-blocked NumPy fallback."""
+    z, y = inputs.logits_np, inputs.labels_np
+
+    def step() -> Any:
+        with cpu_kernel.disabled():
+            return sr.loss_and_grad(z, y, **SETTING)[1]
+
+    return step
+
+
+# --- K: the compiled CPU kernel ----------------------------------------------------------------------
+
+
+def make_kernel_numpy(inputs: Inputs) -> Callable[[], Any]:
+    """Ours on NumPy with the compiled kernel (the ``fast`` extra), as ``sr.loss_and_grad`` runs it."""
+    if not cpu_kernel.available():
+        raise RuntimeError("the compiled CPU kernel needs numba: pip install 'sparse_reg[fast]'")
     z, y = inputs.logits_np, inputs.labels_np
     return lambda: sr.loss_and_grad(z, y, **SETTING)[1]
+
+
+def make_kernel_exact(inputs: Inputs) -> Callable[[], Any]:
+    """The kernel in exact mode (no clamp): the clamp's cost is K over K-exact."""
+    if not cpu_kernel.available():
+        raise RuntimeError("the compiled CPU kernel needs numba: pip install 'sparse_reg[fast]'")
+    z, y = inputs.logits_np, inputs.labels_np
+    exact = {**SETTING, "clamp": None}
+    return lambda: sr.loss_and_grad(z, y, **exact)[1]
 
 
 def make_copy_numpy(inputs: Inputs) -> Callable[[], Any]:
@@ -206,13 +233,16 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("D-nn", "ours, torch fused: sparse_reg.nn.SparseRegLoss module", make_ours_module),
     Contender("E", "ours, CuPy kernel", make_ours_cupy, ("float32",)),
     Contender("F-naive", "official, naive NumPy", make_naive_numpy, ("float32",)),
-    Contender("F-ours", "ours, NumPy fused", make_ours_numpy, ("float32",)),
+    Contender("F-ours", "ours, NumPy fused (fallback, kernel off)", make_ours_numpy, ("float32",)),
+    Contender("K", "ours, compiled CPU kernel on NumPy arrays", make_kernel_numpy, ("float32",)),
+    Contender("K-exact", "ours, compiled CPU kernel, exact mode (clamp=None)", make_kernel_exact,
+              ("float32",)),
     Contender("G-torch", "floor: torch copy of the bytes", make_copy_torch),
     Contender("G-numpy", "floor: np.copyto of the bytes", make_copy_numpy, ("float32",)),
 )
 
 #: Contenders that compute a gradient (the floors only move bytes).
-GRADIENT_KEYS = ("A", "B", "C", "D", "D-nn", "E", "F-naive", "F-ours")
+GRADIENT_KEYS = ("A", "B", "C", "D", "D-nn", "E", "F-naive", "F-ours", "K")
 
 
 def reference_grad(inputs: Inputs) -> np.ndarray:

@@ -1,5 +1,9 @@
 r"""NumPy path: the objective and its gradient in row blocks, with in-place ufuncs.
 
+With the ``fast`` extra installed, :func:`fused_terms` hands every built-in loss to the compiled
+kernel of :mod:`sparse_reg.backends._cpu_kernel` (one read of each row, one write of its gradient);
+the row blocks below are the fallback, and the path of user-registered losses.
+
 The array-API core (:func:`sparse_reg.regularizer.sr_terms`) allocates a fresh ``(N, C)`` array for
 every operation and sweeps the whole batch each time, so for large batches every step is a trip to
 main memory. Here the rows are processed in blocks sized to stay in the CPU cache, every
@@ -24,6 +28,7 @@ problem, and the dense ``(N, C)`` one-hot gradient is never formed. With normali
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sparse_reg._numerics import NORM_EPS
+from sparse_reg.backends import _cpu_kernel
 from sparse_reg.backends._compat import array_namespace
 from sparse_reg.losses import BUILTIN_LOSSES, get_loss
 from sparse_reg.regularizer import Objective, SRTerms
@@ -82,10 +88,11 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _row_sum(x: np.ndarray) -> np.ndarray:
-    """Sum of each row: a dot product with ones for short rows (one call, several times faster
-    there than a reduction), NumPy's pairwise summation otherwise (error growing as log C)."""
+    """Sum of each row: a matrix-vector product with ones for short rows (one BLAS call, several
+    times faster there than a reduction or ``np.vecdot``), NumPy's pairwise summation otherwise
+    (error growing as log C)."""
     if x.shape[1] <= _SHORT_ROW:
-        return np.vecdot(x, np.ones(x.shape[1], dtype=x.dtype))
+        return x @ np.ones(x.shape[1], dtype=x.dtype)
     return np.add.reduce(x, axis=1)
 
 
@@ -151,17 +158,17 @@ def _block(
             grad_sum = _row_sum(dense)[:, None]
 
     np.divide(probs, total, out=probs)  # s
+    if clamp is not None:
+        # clip(s, c, 1)**p = exp(p max(log s, log c)): the clamp is one maximum on the log-probs.
+        np.maximum(work, math.log(clamp), out=work)
     np.multiply(work, p, out=work)
-    np.exp(work, out=work)  # W = s**p, finite where s underflows
+    np.exp(work, out=work)  # W = s**p (clip(s, c, 1)**p), finite where s underflows
+    penalty_out[...] = _row_sum(work)
     if clamp is None:
-        penalty_out[...] = _row_sum(work)
         active_sum = penalty_out[:, None]
     else:
-        # clip(s, c, 1)**p is s**p where s >= c and c**p below; the gradient vanishes below c.
-        below = probs < clamp
-        np.copyto(work, clamp**p, where=below)
-        penalty_out[...] = _row_sum(work)
-        np.copyto(work, 0, where=below)
+        # The clamp's gradient vanishes below c: A W, by a multiply with the mask A = [s >= c].
+        np.multiply(work, probs >= clamp, out=work)
         active_sum = _row_sum(work)[:, None]
     if grad_out is None:
         return
@@ -222,6 +229,9 @@ def fused_terms(
     if need_grad and grad_out is None:
         grad_out = np.empty(logits.shape, dtype=logits.dtype)
     grad = grad_out if need_grad else None
+    if _cpu_kernel.run(logits, labels, objective, base=base, penalty=penalty, grad=grad,
+                       grad_scale=grad_scale):
+        return SRTerms(base, penalty, grad)  # the compiled kernel, when installed and it has the loss
     lam = float(objective.lam)
     step = max(1, block_elements // max(num_classes, 1))
 

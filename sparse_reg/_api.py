@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from types import ModuleType
 from typing import Any
 
 from sparse_reg._numerics import Array
-from sparse_reg._validation import check_logits_and_labels, check_reduction
-from sparse_reg.backends import fast_path, library_of, resolve
+from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
+from sparse_reg._validation import check_logits_and_labels
+from sparse_reg.backends import get_backend, library_of, resolve
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.regularizer import Objective, SRTerms, sr_terms
+from sparse_reg.regularizer import Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
-
-#: Libraries that can differentiate a value-only user loss, and the module that knows how.
-_AUTOGRAD = {"torch": "sparse_reg.backends.torch", "jax": "sparse_reg.backends.jax"}
-
-
-def reduce(per_sample: Array, reduction: str, xp: ModuleType) -> Array:
-    """Apply ``reduction``; the mean of an empty batch is 0, so it never poisons a sum of losses."""
-    if reduction == "none":
-        return per_sample
-    total = xp.sum(per_sample)
-    return total if reduction == "sum" else total / max(per_sample.shape[0], 1)
 
 
 def loss(
@@ -151,22 +140,6 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
 loss_and_grad.__signature__ = _LOSS_SIGNATURE.replace(return_annotation="tuple[Array, Array]")
 
 
-def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType | None:
-    module = fast_path(logits) if fused else None
-    return module if module is not None and module.supports(objective) else None
-
-
-def fused_sr_terms(
-    logits: Array, labels: Array, objective: Objective, *, need_grad: bool, grad_scale: float = 1.0
-) -> SRTerms:
-    """:func:`sparse_reg.regularizer.sr_terms` through the backend's fast path where one supports
-    the objective (validated arrays in, per-sample terms out)."""
-    fast = _fast_path(logits, objective, fused=True)
-    return (fast.sr_terms if fast else sr_terms)(
-        logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale
-    )
-
-
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     """Validate, resolve the backend and compute: the one path behind :func:`loss` and
     :func:`loss_and_grad`."""
@@ -177,37 +150,35 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     check_reduction(reduction)
     xp, logits, labels = resolve(logits, labels, backend)
     check_logits_and_labels(logits, labels, xp)
+    row = get_backend(library_of(logits))
     if need_grad and objective.base.grad is None:
-        return _autograd_value_and_grad(logits, labels, objective, reduction, xp)
-    fast = _fast_path(logits, objective, fused)
-    differentiable = getattr(fast, "differentiable_loss", None)
-    if not need_grad and differentiable is not None:
-        return differentiable(logits, labels, objective, reduction)
-    grad_scale = 1.0 / max(logits.shape[0], 1) if reduction == "mean" else 1.0
-    compute = fused_sr_terms if fused else sr_terms
-    terms = compute(logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale)
-    value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
+        return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row)
+    fast = row.fast_path if fused and row is not None else None
+    if fast is not None and not fast.supports(objective):
+        fast = None
+    if not need_grad and fast is not None and row.autograd:  # the library differentiates the value
+        return fast.differentiable_loss(logits, labels, objective, reduction)
+    terms = (fast.sr_terms if fast is not None else sr_terms)(
+        logits, labels, objective, need_grad=need_grad,
+        grad_scale=gradient_scale(reduction, logits.shape[0]),
+    )
+    value = reduce_objective(terms.base, terms.penalty, objective.lam, reduction, xp)[0]
     return (value, terms.grad) if need_grad else value
 
 
 def _autograd_value_and_grad(
-    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType
+    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType, row: Any
 ) -> tuple[Array, Array]:
-    library = library_of(logits)
-    module = _AUTOGRAD.get(library)
-    if module is None:
+    if row is None or not row.autograd:
         raise NoClosedFormGradientError(
-            f"base loss {objective.base.name!r} was registered without a gradient, and {library} "
-            "has no autograd; register it with grad=..., or call loss_and_grad on torch or JAX "
-            "arrays"
+            f"base loss {objective.base.name!r} was registered without a gradient, and "
+            f"{library_of(logits)} has no autograd; register it with grad=..., or call "
+            "loss_and_grad on torch or JAX arrays"
         )
 
     def per_sample(z: Array) -> Array:
         terms = sr_terms(z, labels, objective, need_grad=False)
         return terms.base + objective.lam * terms.penalty
 
-    values, grad = importlib.import_module(module).value_and_grad(per_sample, logits)
-    value = reduce(values, reduction, xp)
-    if reduction == "mean":
-        grad = grad / max(logits.shape[0], 1)
-    return value, grad
+    values, grad = row.hooks_module.value_and_grad(per_sample, logits)
+    return reduce(values, reduction, xp), grad * gradient_scale(reduction, logits.shape[0])

@@ -6,17 +6,6 @@ from types import ModuleType
 
 from sparse_reg._numerics import Array
 
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def check_reduction(reduction: str) -> str:
-    """``reduction`` must be one of :data:`REDUCTIONS`."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}; got {reduction!r}"
-        )
-    return reduction
-
 
 def _dtype_name(dtype: object) -> str:
     """``int64`` rather than ``torch.int64`` or ``array_api_strict.int64``."""

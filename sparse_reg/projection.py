@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparse_reg._compat import array_namespace, device
 from sparse_reg._numerics import Array, log_softmax
-from sparse_reg.backends import array_namespace, device
 from sparse_reg.regularizer import check_tau
 
 __all__ = ["is_permutation_of", "project", "soft_project"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
+from sparse_reg._compat import array_namespace, device
 from sparse_reg._numerics import (
     Array,
     compute_dtype,
@@ -31,7 +32,6 @@ from sparse_reg._numerics import (
     normalize_backward,
     row_norm,
 )
-from sparse_reg.backends import array_namespace, device
 from sparse_reg.losses import BaseLoss, get_loss
 
 __all__ = ["Objective", "SRTerms", "lp_penalty", "sharpen", "sr_terms"]

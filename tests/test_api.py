@@ -163,3 +163,57 @@ def test_import_loads_no_optional_backend():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --- the backend registry and the layering -------------------------------------------------------
+
+
+def test_every_backend_row_provides_what_it_promises():
+    import importlib
+
+    from sparse_reg.backends import REGISTRY, BackendHooks
+
+    for row in REGISTRY.values():
+        if row.hooks is None:
+            assert not (row.fused or row.autograd or row.requires_device), row.name
+            continue
+        try:
+            module = importlib.import_module(row.hooks)
+        except ImportError as exc:  # the library itself is not installed here
+            pytest.skip(f"{row.hooks}: {exc}")
+        promised = ["from_host"] + ["supports", "sr_terms"] * row.fused
+        promised += ["value_and_grad"] * row.autograd + ["require_device"] * row.requires_device
+        promised += ["differentiable_loss"] * (row.fused and row.autograd)
+        missing = [name for name in promised if not callable(getattr(module, name, None))]
+        assert not missing, f"{row.hooks} lacks {missing}"
+        assert all(hasattr(BackendHooks, name) for name in promised if name != "differentiable_loss")
+        assert row.test_ids and all(t.partition(":")[0] == row.name for t in row.test_ids)
+        assert set(row.gpu_ids) <= set(row.test_ids)
+
+
+#: The core's layers, lowest first: a module may import only from its own layer or a lower one.
+LAYERS = (
+    ("_numerics", "_compat", "errors", "_reduction", "_validation", "schedule"),
+    ("losses",),
+    ("regularizer", "projection"),
+    ("backends",),
+    ("_api",),
+    ("nn",),
+    ("train",),
+)
+
+
+def test_layers_point_one_way():
+    import ast
+    from pathlib import Path
+
+    package = Path(sr.__file__).parent
+    rank = {name: level for level, names in enumerate(LAYERS) for name in names}
+    for name, level in rank.items():
+        path = package / name if (package / name).is_dir() else package / f"{name}.py"
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparse_reg."):
+                    target = node.module.split(".")[1]
+                    assert rank.get(target, -1) <= level, f"{file.name} imports {node.module}"

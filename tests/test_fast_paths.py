@@ -342,3 +342,52 @@ def test_torch_logging_terms_are_detached_and_reduced():
     value, base, penalty = torch_path.differentiable_terms(z, torch.as_tensor(labels), objective, "mean")
     assert value.requires_grad and not base.requires_grad and not penalty.requires_grad
     torch.testing.assert_close(value, base + objective.lam * penalty)
+
+
+# --- the declarations the fast paths derive from ----------------------------------------------
+
+
+def test_every_builtin_loss_has_a_cuda_kernel_entry():
+    from sparse_reg.backends import cupy as cupy_path
+
+    source = cupy_path.kernel_source("float32")
+    value_switch = source[source.index("loss_value("):source.index("loss_grad(")]
+    grad_switch = source[source.index("loss_grad("):source.index("combined_grad(")]
+    for name in BUILTIN_LOSSES:
+        terms = sr.get_loss(name).kernel
+        assert 1 <= len(terms) <= 2, f"built-in loss {name!r} has no CUDA kernel entry"
+        for term in terms:
+            assert term in cupy_path.KERNEL_TERMS[1:], f"{name!r}: unknown kernel term {term!r}"
+            assert f"case L_{term}:" in value_switch and f"case L_{term}:" in grad_switch, (name, term)
+        assert cupy_path.supports(_objective(name, False, None))
+
+
+def test_kernel_source_per_dtype_and_refusal():
+    from sparse_reg.backends import cupy as cupy_path
+
+    assert "#define in_t __half" in cupy_path.kernel_source("float16")
+    assert "#define acc_t double" in cupy_path.kernel_source("float64")
+    assert f"void {cupy_path.KERNEL_NAME}(" in cupy_path.kernel_source("float32")
+    with pytest.raises(ValueError, match=r"dtype must be one of .*got 'int8'"):
+        cupy_path.kernel_source("int8")
+
+
+def test_label_only_trait_matches_the_definitions():
+    # A label-only loss must give the same value and gradient on the label column as on the row.
+    logits, labels = _inputs(edges=False)
+    xp = np
+    log_s = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    mask = labels[:, None] == np.arange(logits.shape[1])
+    column = np.ones((len(labels), 1), dtype=bool)
+    log_s_y = log_s[mask][:, None]
+    for name in BUILTIN_LOSSES:
+        loss = sr.get_loss(name)
+        params = dict(loss.defaults)
+        with np.errstate(all="ignore"):  # nmae divides by C - 1 = 0 on a column: not label-only
+            on_column = loss.value(log_s_y, column, xp=xp, **params)
+        same = np.allclose(loss.value(log_s, mask, xp=xp, **params),
+                           on_column, rtol=1e-12)
+        dense = loss.grad(log_s, mask, xp=xp, **params)
+        same = same and np.allclose(dense[mask], loss.grad(log_s_y, column, xp=xp, **params)[:, 0],
+                                    rtol=1e-12) and not dense[~mask].any()
+        assert same == loss.label_only, name

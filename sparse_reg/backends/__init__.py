@@ -1,21 +1,22 @@
-"""Backend dispatch: the one place that knows array-library names.
+"""Backend dispatch: resolve the library and device of a call, and move data between libraries.
 
 The logits decide the library and the device; labels follow them. Host (NumPy) data is moved to
 another library only when asked for with ``backend=``. A hop between two device libraries is never
 implicit: it hides a copy or a stream hazard, so it is refused with a pointer to :func:`to_backend`.
 
-Supported names: ``"numpy"``, ``"torch"``, ``"cupy"``, ``"jax"`` and ``"array_api_strict"``. A device
-may follow a colon, as in ``"torch:cuda"`` or ``"torch:cuda:1"``.
+The supported libraries and what each provides are the rows of :data:`REGISTRY` (see
+:mod:`sparse_reg.backends._registry` for the contract): ``"numpy"``, ``"torch"``, ``"cupy"``,
+``"jax"`` and ``"array_api_strict"``. A device may follow a colon, as in ``"torch:cuda"`` or
+``"torch:cuda:1"``.
 """
 
 from __future__ import annotations
 
 import importlib
-from functools import cache
 from types import ModuleType
 from typing import Any
 
-from sparse_reg.backends._compat import (
+from sparse_reg._compat import (
     array_namespace,
     device,
     is_array_api_obj,
@@ -23,13 +24,18 @@ from sparse_reg.backends._compat import (
     is_torch_array,
     library_of,
 )
+from sparse_reg.backends._registry import REGISTRY, Backend, BackendHooks, get_backend
 from sparse_reg.errors import BackendMismatchError, BackendUnavailableError
 
 __all__ = [
     "BACKENDS",
+    "REGISTRY",
+    "Backend",
+    "BackendHooks",
     "array_namespace",
     "device",
     "fast_path",
+    "get_backend",
     "import_library",
     "is_lazy_array",
     "library_of",
@@ -37,29 +43,15 @@ __all__ = [
     "to_backend",
 ]
 
-#: Backend name -> (module to import, the extra that installs it).
-_LIBRARIES: dict[str, tuple[str, str]] = {
-    "numpy": ("numpy", "sparse_reg"),
-    "torch": ("torch", "sparse_reg[torch]"),
-    "cupy": ("cupy", "sparse_reg[cupy]"),
-    "jax": ("jax.numpy", "sparse_reg[jax]"),
-    "array_api_strict": ("array_api_strict", "sparse_reg[test]"),
-}
-BACKENDS: tuple[str, ...] = tuple(_LIBRARIES)
-
-#: Backends with a fused value-and-gradient implementation, and the module that holds it.
-_FAST_PATHS: dict[str, str] = {
-    "numpy": "sparse_reg.backends.numpy",
-    "torch": "sparse_reg.backends.torch",
-    "cupy": "sparse_reg.backends.cupy",
-}
+#: The names ``backend=`` accepts.
+BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def _split(backend: str) -> tuple[str, str | None]:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string such as 'torch' or 'cupy'; got {backend!r}")
     name, _, dev = backend.partition(":")
-    if name not in _LIBRARIES:
+    if name not in REGISTRY:
         raise ValueError(
             f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)} "
             "(a device may follow a colon, e.g. 'torch:cuda')"
@@ -76,48 +68,25 @@ def import_library(backend: str) -> ModuleType:
         The library is not installed, or (CuPy) no CUDA device is present.
     """
     name, _ = _split(backend)
-    module_name, extra = _LIBRARIES[name]
+    row = REGISTRY[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(row.import_name)
     except Exception as exc:  # CuPy fails with RuntimeError, not ImportError, on a broken CUDA
         raise BackendUnavailableError(
-            f"backend={name!r} needs the {module_name.split('.')[0]!r} package, which could not be "
-            f"imported ({type(exc).__name__}: {exc}); install it with: pip install '{extra}'"
+            f"backend={name!r} needs the {row.import_name.split('.')[0]!r} package, which could not "
+            f"be imported ({type(exc).__name__}: {exc}); install it with: pip install '{row.extra}'"
         ) from exc
-    if name == "cupy":
-        _require_cuda_devices(module)
+    if row.requires_device:
+        row.hooks_module.require_device()
     return module
-
-
-def _require_cuda_devices(cupy: ModuleType) -> None:
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        raise BackendUnavailableError(
-            f"backend='cupy' needs a CUDA device, but CUDA reported: {exc}"
-        ) from exc
-    if count == 0:
-        raise BackendUnavailableError("backend='cupy' needs a CUDA device; none was found")
 
 
 def _from_host(x: Any, backend: str) -> Any:
     """Copy host (NumPy) data into the library and device named by ``backend``."""
     name, dev = _split(backend)
     lib = import_library(name)
-    if name == "numpy":
-        return x
-    if name == "torch":
-        target = lib.device(dev or "cpu")
-        if target.type == "cuda" and not lib.cuda.is_available():
-            raise BackendUnavailableError(
-                f"backend={backend!r} needs a CUDA device, but torch.cuda.is_available() is False"
-            )
-        return lib.as_tensor(x, device=target)
-    if name == "jax":
-        import jax
-
-        return jax.device_put(lib.asarray(x), jax.devices(dev)[0] if dev else None)
-    return lib.asarray(x)
+    hooks = REGISTRY[name].hooks_module
+    return hooks.from_host(x, dev) if hooks is not None else lib.asarray(x)
 
 
 def _as_array(x: Any, argument: str) -> Any:
@@ -212,10 +181,5 @@ def to_backend(x: Any, backend: str) -> Any:
 
 def fast_path(x: Any) -> ModuleType | None:
     """The fused implementation module for the library of array ``x``, or ``None``."""
-    return _fast_path_module(library_of(x))
-
-
-@cache
-def _fast_path_module(library: str) -> ModuleType | None:
-    module = _FAST_PATHS.get(library)
-    return importlib.import_module(module) if module else None
+    row = get_backend(library_of(x))
+    return row.fast_path if row is not None else None

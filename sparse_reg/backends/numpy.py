@@ -15,11 +15,12 @@ The mathematics is the core's (see :mod:`sparse_reg.regularizer`). With :math:`\
    \frac{\partial J}{\partial u_j} = \lambda p A_j W_j + G_j - s_j\Bigl(\lambda p Q + \sum_k G_k\Bigr).
 
 Base losses come from the registry unchanged, except CE, the hottest, whose value
-:math:`-\ell_y` and gradient :math:`-e_y` are spelled out. For the losses that depend on
-:math:`\ell` only through :math:`\ell_y` (focal, GCE, MAE, RCE, SCE), :math:`G = g_y e_y`, so their
-value and :math:`g_y` are evaluated by the registry on the label column alone, an ``(N, 1)``
-problem, and the dense ``(N, C)`` one-hot gradient is never formed. With normalisation,
-:math:`u \le 1/\tau`, so the log-sum-exp is shifted by that bound rather than by the row maximum.
+:math:`-\ell_y` and gradient :math:`-e_y` are spelled out. For the losses declared
+:attr:`~sparse_reg.BaseLoss.label_only` (focal, GCE, MAE, RCE, SCE among the built-ins),
+:math:`G = g_y e_y`, so their value and :math:`g_y` are evaluated by the registry on the label
+column alone, an ``(N, 1)`` problem, and the dense ``(N, C)`` one-hot gradient is never formed.
+With normalisation, :math:`u \le 1/\tau`, so the log-sum-exp is shifted by that bound rather than
+by the row maximum.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from sparse_reg._compat import array_namespace
 from sparse_reg._numerics import NORM_EPS
-from sparse_reg.backends._compat import array_namespace
 from sparse_reg.losses import BUILTIN_LOSSES, get_loss
 from sparse_reg.regularizer import Objective, SRTerms
 
-__all__ = ["fused_terms", "sr_terms", "supports"]
+__all__ = ["from_host", "fused_terms", "sr_terms", "supports"]
 
 #: Elements per scratch buffer in one row block: 2**16 float32 values (256 KiB) keep the two
 #: scratch buffers, the input rows and the output rows of a block inside a 1 MiB L2 cache.
@@ -53,20 +54,21 @@ _SHORT_ROW = 128
 THREAD_MIN_ELEMENTS = 2**20
 
 
-# Value and gradient depend on log s only through log s_y and not on C (nmae divides by C - 1,
-# mse/nce/nfl/ngce use every class), so the (N, 1) label column is a complete input for them.
-# Matched by identity, not name: a user may re-register "ce" with other semantics.
-# The tuples keep the objects alive, so their ids are never reused by another loss.
-_LABEL_ONLY_LOSSES = tuple(get_loss(name) for name in ("ce", "focal", "gce", "mae", "rce", "sce"))
-_BUILTIN_LOSSES = tuple(get_loss(name) for name in BUILTIN_LOSSES)
-_LABEL_ONLY = frozenset(map(id, _LABEL_ONLY_LOSSES))
-_BUILTIN = frozenset(map(id, _BUILTIN_LOSSES))
+# Matched by identity, not name: a user may re-register "ce" with other semantics. The tuple keeps
+# the objects alive, so their ids are never reused by another loss.
 _CE = get_loss("ce")
+_BUILTIN_LOSSES = tuple(get_loss(name) for name in BUILTIN_LOSSES)
+_BUILTIN = frozenset(map(id, _BUILTIN_LOSSES))
 # The namespace the core hands the registry for NumPy input. The built-in losses use only functions
 # NumPy 2 itself provides with standard semantics, so they get NumPy directly (no wrapper overhead).
 _XP = array_namespace(np.empty(0))
 _POOL: ThreadPoolExecutor | None = None
 _CPUS = os.cpu_count() or 1
+
+
+def from_host(x: Any, device: str | None) -> Any:
+    """Host data is NumPy data already."""
+    return x
 
 
 def supports(objective: Objective) -> bool:
@@ -135,7 +137,7 @@ def _block(
         # The hottest loss, spelled out: its registry value is -log s_y and its gradient -e_y.
         np.negative(work[at_label], out=base_out)
         dense, label_grad, grad_sum = None, -1.0, -1.0
-    elif id(objective.base) in _LABEL_ONLY:
+    elif objective.base.label_only:
         column = np.ones((rows, 1), dtype=bool)
         log_s_y = work[at_label][:, None]
         base_out[...] = objective.base.value(log_s_y, column, xp=xp, **params)

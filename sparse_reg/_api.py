@@ -11,7 +11,7 @@ from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduc
 from sparse_reg._validation import check_logits_and_labels
 from sparse_reg.backends import get_backend, library_of, resolve
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.regularizer import Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
 
@@ -21,11 +21,11 @@ def loss(
     labels: Any,
     *,
     base: str = "ce",
-    tau: float = 0.5,
-    p: float = 0.1,
-    lam: Any = 1.0,
-    normalize: bool = False,
-    clamp: float | None = None,
+    tau: float = DEFAULTS["tau"],
+    p: float = DEFAULTS["p"],
+    lam: Any = DEFAULTS["lam"],
+    normalize: bool = DEFAULTS["normalize"],
+    clamp: float | None = DEFAULTS["clamp"],
     reduction: str = "mean",
     backend: str | None = None,
     fused: bool = True,

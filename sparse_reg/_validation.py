@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 from sparse_reg._numerics import Array
 
@@ -20,7 +24,7 @@ def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> Non
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
-    if not xp.isdtype(logits.dtype, "real floating"):
+    if not _is_kind(xp, logits.dtype, "real floating"):
         raise TypeError(
             "logits must be floating point (float16, bfloat16, float32 or float64); "
             f"got {_dtype_name(logits.dtype)}"
@@ -28,7 +32,7 @@ def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> Non
     n, num_classes = logits.shape
     if num_classes < 2:
         raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
-    if not xp.isdtype(labels.dtype, "integral"):
+    if not _is_kind(xp, labels.dtype, "integral"):
         raise TypeError(
             "labels must be an integer array of class indices in [0, C); "
             f"got dtype {_dtype_name(labels.dtype)}"
@@ -39,13 +43,36 @@ def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> Non
         )
     if n == 0:
         return
-    # One reduction and one read back to the host per call; the values for the message only on error.
-    try:
-        out_of_range = bool(xp.any((labels < 0) | (labels >= num_classes)))
-    except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
+    out_of_range = _labels_out_of_range(labels, num_classes, xp)
+    if out_of_range is None:
         return
     if out_of_range:
         low, high = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(
             f"labels must lie in [0, C) = [0, {num_classes}); got values from {low} to {high}"
         )
+
+
+@cache
+def _is_kind(xp: ModuleType, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered: a call's dtypes rarely change between calls."""
+    return bool(xp.isdtype(dtype, kind))
+
+
+def _labels_out_of_range(labels: Array, num_classes: int, xp: ModuleType) -> bool | None:
+    """Whether a label lies outside ``[0, C)``; ``None`` for traced arrays, which have no values.
+
+    Host memory (NumPy, CPU tensors, through a zero-copy DLPack view) is checked with one
+    reduction: viewed as unsigned integers of the same width, negative labels become huge, so
+    ``max >= C`` catches both ends. Device memory costs one reduction and one read back.
+    """
+    try:
+        host = np.from_dlpack(labels)
+    except Exception:  # device memory, a tracer, or no DLPack: each library raises its own type
+        host = None
+    if host is not None and host.dtype.kind in "iu":
+        return bool(host.view(host.dtype.str.replace("i", "u")).max() >= num_classes)
+    try:
+        return bool(xp.any((labels < 0) | (labels >= num_classes)))
+    except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
+        return None

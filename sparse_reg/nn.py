@@ -10,7 +10,7 @@ from sparse_reg._reduction import check_reduction, reduce_objective
 from sparse_reg._validation import check_logits_and_labels
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
-from sparse_reg.regularizer import Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 from sparse_reg.schedule import LambdaSchedule
 
 __all__ = ["SparseRegLoss"]
@@ -59,11 +59,11 @@ class SparseRegLoss(torch.nn.Module):
         self,
         base: str = "ce",
         *,
-        tau: float = 0.5,
-        p: float = 0.1,
-        schedule: LambdaSchedule | float = 1.0,
-        normalize: bool = False,
-        clamp: float | None = None,
+        tau: float = DEFAULTS["tau"],
+        p: float = DEFAULTS["p"],
+        schedule: LambdaSchedule | float = DEFAULTS["lam"],
+        normalize: bool = DEFAULTS["normalize"],
+        clamp: float | None = DEFAULTS["clamp"],
         reduction: str = "mean",
         fused: bool = True,
         **base_params: Any,

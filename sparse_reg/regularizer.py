@@ -18,7 +18,7 @@ followed, with normalisation, by :math:`(d - n\,(n\cdot d))/\lVert z\rVert`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
@@ -34,7 +34,16 @@ from sparse_reg._numerics import (
 )
 from sparse_reg.losses import BaseLoss, get_loss
 
-__all__ = ["Objective", "SRTerms", "lp_penalty", "sharpen", "sr_terms"]
+__all__ = [
+    "DEFAULTS",
+    "OBJECTIVE_PARAMETERS",
+    "Objective",
+    "Parameter",
+    "SRTerms",
+    "lp_penalty",
+    "sharpen",
+    "sr_terms",
+]
 
 
 def _check_positive(name: str, value: Any) -> float:
@@ -81,11 +90,49 @@ def check_lam(lam: Any) -> Any:
     return lam
 
 
+def check_normalize(normalize: Any) -> bool:
+    """Validate the normalisation switch: ``True`` or ``False``."""
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    return normalize
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of the objective: its name, default, validator and a one-line description.
+
+    :data:`OBJECTIVE_PARAMETERS` is the one list of them; :meth:`Objective.create`,
+    :func:`sparse_reg.loss`, :class:`sparse_reg.nn.SparseRegLoss` and the trainer's configuration
+    take their names, defaults and checks from it.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
+
+
+#: The objective's parameters besides the base loss and its own parameters, in signature order.
+OBJECTIVE_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("tau", 0.5, check_tau, "sharpening temperature tau > 0"),
+    Parameter("p", 0.1, check_p, "exponent p in (0, 1] of the penalty sum_k s_k^p"),
+    Parameter("lam", 1.0, check_lam, "penalty weight lambda >= 0 (a number or a 0-D array)"),
+    Parameter("normalize", False, check_normalize,
+              "L2-normalise the logits before dividing by tau (the official CIFAR code)"),
+    Parameter("clamp", None, check_clamp,
+              "clamp probabilities at this value before the power, as the official code (1e-7); "
+              "none: exact"),
+)
+#: Each parameter's default, by name.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({p.name: p.default for p in OBJECTIVE_PARAMETERS})
+
+
 @dataclass(frozen=True)
 class Objective:
     r"""A fully validated sparse-regularized objective :math:`L + \lambda\sum_k s_k^p`.
 
-    Build it with :meth:`create`; every argument is checked there, once.
+    Build it with :meth:`create`; every argument is checked there, once. The fields besides
+    ``base`` and ``params`` are :data:`OBJECTIVE_PARAMETERS`.
     """
 
     base: BaseLoss
@@ -97,30 +144,15 @@ class Objective:
     clamp: float | None
 
     @classmethod
-    def create(
-        cls,
-        base: str = "ce",
-        *,
-        tau: float = 0.5,
-        p: float = 0.1,
-        lam: Any = 1.0,
-        normalize: bool = False,
-        clamp: float | None = None,
-        **base_params: Any,
-    ) -> Objective:
-        """Validate the arguments of :func:`sparse_reg.loss` and bundle them."""
+    def create(cls, base: str = "ce", **arguments: Any) -> Objective:
+        """Validate the arguments of :func:`sparse_reg.loss` and bundle them.
+
+        ``arguments`` are the :data:`OBJECTIVE_PARAMETERS` (each defaulting to its
+        :attr:`Parameter.default`); every other name is a parameter of the base loss.
+        """
         loss = get_loss(base)
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be True or False; got {normalize!r}")
-        return cls(
-            base=loss,
-            params=MappingProxyType(loss.resolve_params(base_params)),
-            tau=check_tau(tau),
-            p=check_p(p),
-            lam=check_lam(lam),
-            normalize=normalize,
-            clamp=check_clamp(clamp),
-        )
+        fields = {p.name: p.check(arguments.pop(p.name, p.default)) for p in OBJECTIVE_PARAMETERS}
+        return cls(base=loss, params=MappingProxyType(loss.resolve_params(arguments)), **fields)
 
     def with_lam(self, lam: Any) -> Objective:
         """The same objective with another penalty weight (used by schedules)."""

@@ -217,3 +217,23 @@ def test_layers_point_one_way():
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparse_reg."):
                     target = node.module.split(".")[1]
                     assert rank.get(target, -1) <= level, f"{file.name} imports {node.module}"
+
+
+def test_signatures_take_the_objective_parameters_from_one_list():
+    import inspect
+
+    from sparse_reg.nn import SparseRegLoss
+    from sparse_reg.regularizer import OBJECTIVE_PARAMETERS
+    from sparse_reg.train.config import Config
+
+    loss_sig = inspect.signature(sr.loss).parameters
+    module_sig = inspect.signature(SparseRegLoss).parameters
+    config = Config()
+    for parameter in OBJECTIVE_PARAMETERS:
+        assert loss_sig[parameter.name].default == parameter.default
+        in_module = "schedule" if parameter.name == "lam" else parameter.name
+        assert module_sig[in_module].default == parameter.default
+        assert sr.Objective.create().__getattribute__(parameter.name) == parameter.check(parameter.default)
+    arguments = config.objective_arguments()
+    assert arguments["lam"] == config.lam0 and arguments["tau"] == config.tau
+    assert sr.Objective.create(**arguments).base.name == config.base_loss

@@ -167,6 +167,7 @@ class SparseRegFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, objective, reduction, engine, logs):
+        """Run ``engine`` once; keep the gradient for backward."""
         # The mean's 1/N is applied inside the kernel, so backward is at most one multiply.
         result = engine(logits, labels, objective, ctx.needs_input_grad[0], reduction)
         logs.extend((result.base, result.penalty))
@@ -177,6 +178,7 @@ class SparseRegFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_value):
+        """The saved gradient times the incoming one (none for the other inputs)."""
         (grad,) = ctx.saved_tensors
         factor = grad_value[:, None] if ctx.reduction == "none" else grad_value
         # .backward() on the value sends exactly 1: then the saved gradient is the answer. Reading

@@ -89,15 +89,9 @@ class Criterion(torch.nn.Module):
         self.backend = config.backend
         self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
         self.library = import_library(self.backend) if self.backend != "torch" else torch
-        self.module = SparseRegLoss(
-            config.base_loss,
-            tau=config.tau,
-            p=config.p,
-            schedule=self.schedule,
-            normalize=config.normalize,
-            clamp=config.clamp,
-            **config.loss_params,
-        )
+        arguments = config.objective_arguments()
+        del arguments["lam"]  # the module follows the schedule
+        self.module = SparseRegLoss(schedule=self.schedule, **arguments)
         self.engine = None if self.backend == "torch" else library_engine(self.backend, lambda: self.lam)
 
     @property

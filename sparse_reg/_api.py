@@ -9,8 +9,9 @@ from typing import Any
 from sparse_reg._numerics import Array
 from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
 from sparse_reg._validation import check_logits_and_labels
-from sparse_reg.backends import get_backend, library_of, resolve
+from sparse_reg.backends import library_of, resolve_call
 from sparse_reg.errors import NoClosedFormGradientError
+from sparse_reg.losses import get_loss
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
@@ -140,17 +141,39 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
 loss_and_grad.__signature__ = _LOSS_SIGNATURE.replace(return_annotation="tuple[Array, Array]")
 
 
+#: Validated objectives by their arguments, for arguments of plain Python types only (a 0-D array
+#: ``lam`` is read at call time and is never a key). The key holds each value's type, so ``True``
+#: and ``1`` stay apart, and the registered loss object's id, so re-registering a name is seen (the
+#: cached objective holds that object, so its id cannot be reused while the entry exists).
+_OBJECTIVES: dict[tuple[Any, ...], Objective] = {}
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_MAX_CACHED = 256
+
+
+def _objective(arguments: dict[str, Any], base_params: dict[str, Any]) -> Objective:
+    values = (*arguments.values(), *base_params.values())
+    if not _PLAIN_TYPES.issuperset(map(type, values)):
+        return Objective.create(**base_params, **arguments)
+    key = (id(get_loss(arguments["base"])), *arguments.items(), *base_params.items(), *map(type, values))
+    objective = _OBJECTIVES.get(key)
+    if objective is None:
+        objective = Objective.create(**base_params, **arguments)
+        if len(_OBJECTIVES) < _MAX_CACHED:
+            _OBJECTIVES[key] = objective
+    return objective
+
+
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     """Validate, resolve the backend and compute: the one path behind :func:`loss` and
     :func:`loss_and_grad`."""
     arguments = dict(arguments)
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
-    objective = Objective.create(**arguments.pop("base_params"), **arguments)
+    objective = _objective(arguments, arguments.pop("base_params"))
     check_reduction(reduction)
-    xp, logits, labels = resolve(logits, labels, backend)
-    check_logits_and_labels(logits, labels, xp)
-    row = get_backend(library_of(logits))
+    row, xp, logits, labels = resolve_call(logits, labels, backend)
+    hooks = row.hooks_module if row is not None else None
+    check_logits_and_labels(logits, labels, xp, hooks.host_view(labels) if hooks else None)
     if need_grad and objective.base.grad is None:
         return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row)
     fast = row.fast_path if fused and row is not None else None

@@ -16,11 +16,14 @@ def _dtype_name(dtype: object) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
-def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> None:
+def check_logits_and_labels(
+    logits: Array, labels: Array, xp: ModuleType, host_labels: np.ndarray | None = None
+) -> None:
     """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
 
     The label range needs the values, so it is skipped for traced arrays (inside ``jax.jit``),
-    whose values do not exist yet.
+    whose values do not exist yet. ``host_labels`` is an optional NumPy view of ``labels`` where
+    they live in host memory (a CPU tensor's ``.numpy()``), which makes that check cheap.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
@@ -43,7 +46,7 @@ def check_logits_and_labels(logits: Array, labels: Array, xp: ModuleType) -> Non
         )
     if n == 0:
         return
-    out_of_range = _labels_out_of_range(labels, num_classes, xp)
+    out_of_range = _labels_out_of_range(labels, num_classes, xp, host_labels)
     if out_of_range is None:
         return
     if out_of_range:
@@ -59,19 +62,19 @@ def _is_kind(xp: ModuleType, dtype: Any, kind: str) -> bool:
     return bool(xp.isdtype(dtype, kind))
 
 
-def _labels_out_of_range(labels: Array, num_classes: int, xp: ModuleType) -> bool | None:
+def _labels_out_of_range(
+    labels: Array, num_classes: int, xp: ModuleType, host: np.ndarray | None
+) -> bool | None:
     """Whether a label lies outside ``[0, C)``; ``None`` for traced arrays, which have no values.
 
-    Host memory (NumPy, CPU tensors, through a zero-copy DLPack view) is checked with one
-    reduction: viewed as unsigned integers of the same width, negative labels become huge, so
-    ``max >= C`` catches both ends. Device memory costs one reduction and one read back.
+    Host memory is checked with one reduction: viewed as unsigned integers of the same width,
+    negative labels become huge, so ``max >= C`` catches both ends. Other memory costs one
+    reduction and one read back.
     """
-    try:
-        host = np.from_dlpack(labels)
-    except Exception:  # device memory, a tracer, or no DLPack: each library raises its own type
-        host = None
-    if host is not None and host.dtype.kind in "iu":
-        return bool(host.view(host.dtype.str.replace("i", "u")).max() >= num_classes)
+    if host is None and isinstance(labels, np.ndarray):
+        host = labels
+    if host is not None:
+        return bool(np.maximum.reduce(host.view(host.dtype.str.replace("i", "u"))) >= num_classes)
     try:
         return bool(xp.any((labels < 0) | (labels >= num_classes)))
     except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check

@@ -15,6 +15,9 @@ from sparse_reg.schedule import LambdaSchedule
 
 __all__ = ["SparseRegLoss"]
 
+#: The array-API namespace of torch tensors (looked up once: it is the same for every tensor).
+_TORCH_NAMESPACE = array_namespace(torch.empty(0))
+
 
 class SparseRegLoss(torch.nn.Module):
     r"""Sparse-regularized loss as a :class:`torch.nn.Module`, fused forward and backward.
@@ -96,8 +99,9 @@ class SparseRegLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` (N, C) against integer ``labels`` (N,)."""
-        xp = array_namespace(logits)
-        check_logits_and_labels(logits, labels, xp)
+        xp = _TORCH_NAMESPACE
+        host = torch_backend.host_view(labels) if isinstance(labels, torch.Tensor) else None
+        check_logits_and_labels(logits, labels, xp, host)
         objective = self.objective
         if self.fused:
             value, base, penalty = torch_backend.differentiable_terms(

@@ -181,7 +181,7 @@ def test_every_backend_row_provides_what_it_promises():
             module = importlib.import_module(row.hooks)
         except ImportError as exc:  # the library itself is not installed here
             pytest.skip(f"{row.hooks}: {exc}")
-        promised = ["from_host"] + ["supports", "sr_terms"] * row.fused
+        promised = ["from_host", "host_view"] + ["supports", "sr_terms"] * row.fused
         promised += ["value_and_grad"] * row.autograd + ["require_device"] * row.requires_device
         promised += ["differentiable_loss"] * (row.fused and row.autograd)
         missing = [name for name in promised if not callable(getattr(module, name, None))]

@@ -322,6 +322,29 @@ def test_torch_backward_twice_with_retained_graph():
     torch.testing.assert_close(z.grad, 2 * first)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_torch_backward_scaling_never_corrupts_a_retained_graph(reduction):
+    # The backward scales the saved gradient in place only when no later pass can need it.
+    logits, labels = _inputs()
+    z = torch.as_tensor(logits).requires_grad_(True)
+    value = sr.loss(z, torch.as_tensor(labels), reduction=reduction)
+    _, want = sr.loss_and_grad(logits, labels, reduction=reduction)
+    weight = torch.full(value.shape, 2.0, dtype=value.dtype)
+    for _ in range(3):
+        value.backward(weight, retain_graph=True)
+    np.testing.assert_allclose(z.grad.numpy(), 6 * want, rtol=1e-12, atol=1e-15)
+    z.grad = None
+    value.backward(weight)  # the last pass: in place
+    np.testing.assert_allclose(z.grad.numpy(), 2 * want, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_backward_of_one_hands_back_the_computed_gradient():
+    logits, labels = _inputs()
+    z = torch.as_tensor(logits).requires_grad_(True)
+    sr.loss(z, torch.as_tensor(labels)).backward()
+    np.testing.assert_array_equal(z.grad.numpy(), sr.loss_and_grad(logits, labels)[1])
+
+
 def test_torch_lam_tensor_is_read_at_call_time():
     logits, labels = _inputs()
     lam = torch.tensor(0.5, dtype=torch.float64)

@@ -23,6 +23,7 @@ from sparse_reg._compat import (
     is_lazy_array,
     is_torch_array,
     library_of,
+    namespace_of,
 )
 from sparse_reg.backends._registry import REGISTRY, Backend, BackendHooks, get_backend
 from sparse_reg.errors import BackendMismatchError, BackendUnavailableError
@@ -40,6 +41,7 @@ __all__ = [
     "is_lazy_array",
     "library_of",
     "resolve",
+    "resolve_call",
     "to_backend",
 ]
 
@@ -119,29 +121,37 @@ def resolve(logits: Any, labels: Any, backend: str | None = None) -> tuple[Modul
         ``logits`` belongs to a library other than NumPy and ``backend`` names another one, or
         ``labels`` belongs to a device library other than the logits'.
     """
+    return resolve_call(logits, labels, backend)[1:]
+
+
+def resolve_call(
+    logits: Any, labels: Any, backend: str | None = None
+) -> tuple[Backend | None, ModuleType, Any, Any]:
+    """:func:`resolve`, with the :class:`Backend` row of the library the call runs in first
+    (``None`` for an array-API library outside :data:`REGISTRY`)."""
     logits = _as_array(logits, "logits")
     labels = _as_array(labels, "labels")
+    library = library_of(logits)
     if backend is not None:
         name, _ = _split(backend)
-        have = library_of(logits)
-        if have != name:
-            if have != "numpy":
+        if library != name:
+            if library != "numpy":
                 raise BackendMismatchError(
-                    f"backend={backend!r} was asked for, but logits is a {have} array; convert it "
-                    f"explicitly with sparse_reg.backends.to_backend(logits, {name!r}) "
+                    f"backend={backend!r} was asked for, but logits is a {library} array; convert "
+                    f"it explicitly with sparse_reg.backends.to_backend(logits, {name!r}) "
                     "(zero-copy through DLPack on the same device)"
                 )
-            logits = _from_host(logits, backend)
-    xp = array_namespace(logits)
-    logits_library, labels_library = library_of(logits), library_of(labels)
-    if labels_library != logits_library:
+            logits, library = _from_host(logits, backend), name
+    xp = namespace_of(logits)
+    labels_library = library_of(labels)
+    if labels_library != library:
         if labels_library != "numpy":
             raise BackendMismatchError(
-                f"logits is a {logits_library} array but labels is a {labels_library} array; "
+                f"logits is a {library} array but labels is a {labels_library} array; "
                 "pass both from one library, or convert with sparse_reg.backends.to_backend"
             )
         labels = xp.asarray(labels, device=device(logits))
-    return xp, logits, labels
+    return REGISTRY.get(library), xp, logits, labels
 
 
 def to_backend(x: Any, backend: str) -> Any:

@@ -28,12 +28,18 @@ __all__ = ["REGISTRY", "Backend", "BackendHooks", "get_backend"]
 class BackendHooks(Protocol):
     """What a hooks module ``sparse_reg.backends.<name>`` provides.
 
-    Every function is optional except :func:`from_host`; :class:`Backend` says which ones a row
-    promises (``fused``, ``autograd``), and the test suite checks each promise against the module.
+    Every function is optional except :func:`from_host` and :func:`host_view`; :class:`Backend`
+    says which ones a row promises (``fused``, ``autograd``, ``requires_device``), and the test
+    suite checks each promise against the module. A row that is both fused and autograd also
+    provides ``differentiable_loss(logits, labels, objective, reduction)``.
     """
 
     def from_host(self, x: Any, device: str | None) -> Any:
         """Copy host (NumPy) data to this library, on ``device`` (``None``: the default)."""
+
+    def host_view(self, x: Any) -> Any:
+        """A zero-copy NumPy view of ``x`` when it lives in host memory and that view is cheap,
+        else ``None`` (used for checks that read values, such as the label range)."""
 
     def supports(self, objective: Objective) -> bool:
         """Whether :func:`sr_terms` has a fused implementation of ``objective``."""

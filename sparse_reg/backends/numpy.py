@@ -37,7 +37,7 @@ from sparse_reg._numerics import NORM_EPS
 from sparse_reg.losses import BUILTIN_LOSSES, get_loss
 from sparse_reg.regularizer import Objective, SRTerms
 
-__all__ = ["from_host", "fused_terms", "sr_terms", "supports"]
+__all__ = ["from_host", "fused_terms", "host_view", "sr_terms", "supports"]
 
 #: Elements per scratch buffer in one row block: 2**16 float32 values (256 KiB) keep the two
 #: scratch buffers, the input rows and the output rows of a block inside a 1 MiB L2 cache.
@@ -68,6 +68,11 @@ _CPUS = os.cpu_count() or 1
 
 def from_host(x: Any, device: str | None) -> Any:
     """Host data is NumPy data already."""
+    return x
+
+
+def host_view(x: np.ndarray) -> np.ndarray:
+    """A NumPy array is its own host view."""
     return x
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "differentiable_loss",
     "differentiable_terms",
     "from_host",
+    "host_view",
     "native_engine",
     "sr_terms",
     "supports",
@@ -55,6 +56,11 @@ def from_host(x: object, device: str | None) -> torch.Tensor:
             f"backend='torch:{device}' needs a CUDA device, but torch.cuda.is_available() is False"
         )
     return torch.as_tensor(x, device=target)
+
+
+def host_view(x: torch.Tensor) -> np.ndarray | None:
+    """The tensor's memory as a NumPy array when it is on the CPU (zero copy), else ``None``."""
+    return x.numpy() if x.device.type == "cpu" and not x.requires_grad else None
 
 
 def supports(objective: Objective) -> bool:
@@ -140,8 +146,13 @@ def native_engine(
     if logits.device.type == "cpu":
         # Reduce on the NumPy side: for small batches each torch op costs more than the math.
         terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, scale)
-        reduced = reduce_objective(terms.base, terms.penalty, float(objective.lam), reduction, np)
-        return Reduced(*(torch.from_numpy(np.asarray(v)) for v in reduced), grad)
+        value, base, penalty = reduce_objective(
+            terms.base, terms.penalty, float(objective.lam), reduction, np
+        )
+        as_tensor = torch.from_numpy
+        return Reduced(
+            as_tensor(np.asarray(value)), as_tensor(np.asarray(base)), as_tensor(np.asarray(penalty)), grad
+        )
     terms = sr_terms(logits, labels, objective, need_grad=need_grad, grad_scale=scale)
     return Reduced(*reduce_objective(terms.base, terms.penalty, objective.lam, reduction, torch), terms.grad)
 

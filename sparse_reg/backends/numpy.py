@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -92,8 +93,16 @@ def _row_sum(x: np.ndarray) -> np.ndarray:
     """Sum of each row: a dot product with ones for short rows (one call, several times faster
     there than a reduction), NumPy's pairwise summation otherwise (error growing as log C)."""
     if x.shape[1] <= _SHORT_ROW:
-        return np.vecdot(x, np.ones(x.shape[1], dtype=x.dtype))
+        return np.vecdot(x, _ones(x.shape[1], x.dtype))
     return np.add.reduce(x, axis=1)
+
+
+@cache
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of ones, made once per (length, dtype)."""
+    ones = np.ones(length, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def _block(

@@ -22,6 +22,7 @@ from array_api_compat import (
 __all__ = [
     "array_namespace",
     "device",
+    "host_scalar",
     "is_array_api_obj",
     "is_cupy_array",
     "is_jax_array",
@@ -57,6 +58,16 @@ def namespace_of(x: object) -> Any:
     if namespace is None:
         namespace = _NAMESPACE_BY_TYPE[type(x)] = array_namespace(x)
     return namespace
+
+
+def host_scalar(x: Any) -> float | None:
+    """The value of a 0-D array when reading it costs no device synchronisation (NumPy, CPU
+    tensors), else ``None`` (device memory, traced arrays)."""
+    if is_numpy_array(x):
+        return float(x)
+    if is_torch_array(x) and x.device.type == "cpu":
+        return float(x.detach())
+    return None
 
 
 def _find_library(x: object) -> str:

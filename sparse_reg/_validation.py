@@ -11,6 +11,22 @@ import numpy as np
 from sparse_reg._numerics import Array
 
 
+def real_scalar(value: Any) -> float | None:
+    """The value of a real, non-boolean scalar held on the host, else ``None``.
+
+    Python ``int`` and ``float``, NumPy integer and floating scalars, and 0-D NumPy arrays of such
+    a dtype all count, so ``lam=np.float32(-1)`` is checked exactly like ``lam=-1.0``. Booleans
+    (``True``, ``np.True_``) are never numbers.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    return None
+
+
 def _dtype_name(dtype: object) -> str:
     """``int64`` rather than ``torch.int64`` or ``array_api_strict.int64``."""
     return str(dtype).rsplit(".", 1)[-1]

@@ -20,6 +20,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
 
 from sparse_reg._numerics import Array, at_label
+from sparse_reg._validation import real_scalar
 
 __all__ = [
     "BaseLoss",
@@ -37,13 +38,14 @@ class GradFn(Protocol):
     def __call__(self, log_s: Array, mask: Array, *, xp: ModuleType, **params: Any) -> Array: ...
 
 
+_SWITCH = "True or False"
 #: Valid range of each built-in parameter: a predicate and the words for the error message.
 _PARAM_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gamma": (lambda v: v >= 0, "a number >= 0"),
     "q": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "alpha": (lambda v: v >= 0, "a number >= 0"),
     "beta": (lambda v: v >= 0, "a number >= 0"),
-    "detach_weight": (lambda v: isinstance(v, bool), "True or False"),
+    "detach_weight": (lambda v: isinstance(v, bool), _SWITCH),
 }
 
 
@@ -97,15 +99,23 @@ class BaseLoss:
         params = {**self.defaults, **given}
         for key, val in given.items():
             check = _PARAM_RANGES.get(key)
-            if check is not None and not _passes(check[0], val):
-                raise ValueError(f"{key} of base loss {self.name!r} must be {check[1]}; got {val!r}")
+            if check is not None:
+                params[key] = _checked(self.name, key, val, *check)
         return params
 
 
-def _passes(predicate: Callable[[Any], bool], value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return isinstance(value, bool) and predicate(value)
-    return math.isfinite(value) and predicate(value)
+def _checked(loss: str, key: str, value: Any, predicate: Callable[[Any], bool], words: str) -> Any:
+    """``value`` if it passes ``predicate`` (numbers as Python floats), else a ValueError."""
+    checked = value
+    if isinstance(value, bool):  # the switches take exactly True or False; numbers never do
+        valid = words == _SWITCH
+    else:
+        number = real_scalar(value)
+        valid = number is not None and math.isfinite(number) and words != _SWITCH
+        checked = number if valid else value
+    if not (valid and predicate(checked)):
+        raise ValueError(f"{key} of base loss {loss!r} must be {words}; got {value!r}")
+    return checked
 
 
 _REGISTRY: dict[str, BaseLoss] = {}

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
-from sparse_reg._compat import array_namespace, device
+import numpy as np
+
+from sparse_reg._compat import array_namespace, device, host_scalar
 from sparse_reg._numerics import (
     Array,
     compute_dtype,
@@ -32,6 +34,7 @@ from sparse_reg._numerics import (
     normalize_backward,
     row_norm,
 )
+from sparse_reg._validation import real_scalar
 from sparse_reg.losses import BaseLoss, get_loss
 
 __all__ = [
@@ -47,11 +50,12 @@ __all__ = [
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    number = real_scalar(value)
+    if number is None or not math.isfinite(number):
         raise TypeError(f"{name} must be a finite real number; got {value!r}")
-    if value <= 0:
+    if number <= 0:
         raise ValueError(f"{name} must be > 0; got {value!r}")
-    return float(value)
+    return number
 
 
 def check_tau(tau: Any) -> float:
@@ -78,16 +82,27 @@ def check_clamp(clamp: Any) -> float | None:
 
 
 def check_lam(lam: Any) -> Any:
-    """Validate the penalty weight: a number >= 0, or a 0-D array (not inspected: no sync)."""
-    if isinstance(lam, bool):
+    """Validate the penalty weight: a number >= 0 (Python or NumPy), or a 0-D array.
+
+    A NumPy number or 0-D NumPy array becomes a Python float. Another library's 0-D array is kept
+    (so a schedule can change it in place, and a tensor that requires grad gets its gradient);
+    its value is checked where reading it costs no device synchronisation (CPU tensors), and is
+    not inspected on a GPU or under tracing.
+    """
+    number = real_scalar(lam)
+    if number is None and (
+        getattr(lam, "ndim", None) != 0 or not _is_real(lam) or isinstance(lam, np.generic)
+    ):
         raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
-    if isinstance(lam, (int, float)):
-        if not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
-        return float(lam)
-    if getattr(lam, "ndim", None) != 0:
-        raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
-    return lam
+    value = number if number is not None else host_scalar(lam)
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+    return number if number is not None else lam
+
+
+def _is_real(x: Any) -> bool:
+    """Whether array ``x`` has a real (integer or floating, not boolean) dtype."""
+    return bool(array_namespace(x).isdtype(x.dtype, ("integral", "real floating")))
 
 
 def check_normalize(normalize: Any) -> bool:

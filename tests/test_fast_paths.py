@@ -414,3 +414,37 @@ def test_label_only_trait_matches_the_definitions():
         same = same and np.allclose(dense[mask], loss.grad(log_s_y, column, xp=xp, **params)[:, 0],
                                     rtol=1e-12) and not dense[~mask].any()
         assert same == loss.label_only, name
+
+
+# --- autograd beyond the first derivative of the logits -----------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("logits_grad", [True, False])
+def test_torch_lam_that_requires_grad_gets_its_gradient(reduction, logits_grad):
+    logits, labels = _inputs()
+    grads = []
+    for fused in (True, False):
+        z = torch.as_tensor(logits).requires_grad_(logits_grad)
+        lam = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        value = sr.loss(z, torch.as_tensor(labels), lam=lam, normalize=True, reduction=reduction, fused=fused)
+        value.sum().backward()
+        grads.append(lam.grad)
+    assert grads[0] is not None
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("base", ["ce", "focal", "nce+rce"])
+def test_torch_double_backward_through_the_fused_path(base):
+    logits, labels = _inputs(n=6, c=4, edges=False)
+    y = torch.as_tensor(labels)
+    lam = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    z = torch.as_tensor(logits).requires_grad_(True)
+
+    def fused(z, lam):
+        return sr.loss(z, y, base=base, lam=lam, normalize=True, tau=0.7)
+
+    assert torch.autograd.gradgradcheck(fused, (z, lam))
+    (g,) = torch.autograd.grad(fused(z, lam), z, create_graph=True)
+    (hessian_row,) = torch.autograd.grad(g[0, 0], z)
+    assert hessian_row.abs().max() > 0  # never the zeros of a gradient without history

@@ -168,37 +168,70 @@ def _keeps_graph() -> bool:
 
 
 class SparseRegFunction(torch.autograd.Function):
-    """The reduced objective, differentiable through the gradient its forward already computed.
+    r"""The reduced objective, differentiable through the gradient its forward already computed.
 
-    ``forward(logits, labels, objective, reduction, engine, logs)``: ``engine`` is an
-    :data:`Engine`; the reduced base and penalty terms (detached, for logging) are appended to the
+    ``forward(logits, labels, lam, objective, reduction, engine, logs)``: ``engine`` is an
+    :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it is a tensor that requires
+    grad (it then gets :math:`\partial\,\text{value}/\partial\lambda`, the reduced penalty),
+    else ``None``. The reduced base and penalty terms (detached, for logging) are appended to the
     list ``logs``, since returning them as extra non-differentiable outputs would cost each call
     autograd bookkeeping that matters for the small batches of the paper's setting.
+
+    A backward pass that builds a graph itself (``create_graph=True``, for second derivatives)
+    differentiates the array-API reference instead, so higher derivatives are exact.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, objective, reduction, engine, logs):
+    def forward(ctx, logits, labels, lam, objective, reduction, engine, logs):
         """Run ``engine`` once; keep the gradient for backward."""
         # The mean's 1/N is applied inside the kernel, so backward is at most one multiply.
         result = engine(logits, labels, objective, ctx.needs_input_grad[0], reduction)
         logs.extend((result.base, result.penalty))
-        ctx.reduction = reduction
-        if result.grad is not None:
-            ctx.save_for_backward(result.grad)  # freed after backward, unlike a ctx attribute
+        # Plain attributes, not saved tensors: they are only read by a second-order backward, and
+        # saving them would forbid in-place changes of the logits after the forward pass.
+        ctx.logits, ctx.labels, ctx.objective, ctx.reduction = logits, labels, objective, reduction
+        ctx.penalty = result.penalty if lam is not None else None
+        ctx.save_for_backward(result.grad)  # freed after backward, unlike a ctx attribute
         return result.value
 
     @staticmethod
     def backward(ctx, grad_value):
-        """The saved gradient times the incoming one (none for the other inputs)."""
+        """The saved gradient times the incoming one (and the reduced penalty for ``lam``)."""
+        if torch.is_grad_enabled():
+            return (*_reference_backward(ctx, grad_value), None, None, None, None)
         (grad,) = ctx.saved_tensors
-        factor = grad_value[:, None] if ctx.reduction == "none" else grad_value
-        # .backward() on the value sends exactly 1: then the saved gradient is the answer. Reading
-        # that 1 is free on the CPU only; on a GPU it would synchronise, so there it is multiplied.
-        if factor.device.type == "cpu" and factor.ndim == 0 and float(factor) == 1.0:
-            return grad, None, None, None, None, None
-        if torch.is_grad_enabled() or _keeps_graph():  # the saved gradient is needed again
-            return grad * factor.to(grad.dtype), None, None, None, None, None
-        return grad.mul_(factor), None, None, None, None, None  # the last use of the saved buffer
+        grad_lam = None
+        if ctx.penalty is not None:
+            grad_lam = (ctx.penalty * grad_value).sum().to(ctx.objective.lam.dtype)
+        return _scaled(grad, grad_value, ctx.reduction), None, grad_lam, None, None, None, None
+
+
+def _scaled(grad: torch.Tensor | None, grad_value: torch.Tensor, reduction: str) -> torch.Tensor | None:
+    """``grad`` times the incoming gradient of the reduced value."""
+    if grad is None:
+        return None
+    factor = grad_value[:, None] if reduction == "none" else grad_value
+    # .backward() on the value sends exactly 1: then the saved gradient is the answer. Reading
+    # that 1 is free on the CPU only; on a GPU it would synchronise, so there it is multiplied.
+    if factor.device.type == "cpu" and factor.ndim == 0 and float(factor) == 1.0:
+        return grad
+    if _keeps_graph():  # retain_graph: a later pass needs the saved gradient unchanged
+        return grad * factor.to(grad.dtype)
+    return grad.mul_(factor)  # the last use of the saved buffer
+
+
+def _reference_backward(ctx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, None, object]:
+    """Gradients for ``(logits, labels, lam)`` by autograd of the array-API reference, with a
+    graph (``create_graph=True``), so that second derivatives are exact instead of zero."""
+    objective, logits = ctx.objective, ctx.logits
+    lam = objective.lam if ctx.needs_input_grad[2] else None
+    inputs = [x for x, needed in ((logits, ctx.needs_input_grad[0]), (lam, lam is not None)) if needed]
+    with torch.enable_grad():
+        terms = core_sr_terms(logits, ctx.labels, objective, need_grad=False)
+        value = reduce_objective(terms.base, terms.penalty, objective.lam, ctx.reduction, torch)[0]
+        grads = list(torch.autograd.grad(value, inputs, grad_value, create_graph=True, allow_unused=True))
+    grad_logits = grads.pop(0) if ctx.needs_input_grad[0] else None
+    return grad_logits, None, grads.pop(0) if lam is not None else None
 
 
 def differentiable_terms(
@@ -210,7 +243,7 @@ def differentiable_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reduced objective (differentiable), base term and penalty term (for logging)."""
     logs: list[torch.Tensor] = []
-    value = SparseRegFunction.apply(logits, labels, objective, reduction, engine, logs)
+    value = SparseRegFunction.apply(logits, labels, _lam_input(objective), objective, reduction, engine, logs)
     return value, logs[0], logs[1]
 
 
@@ -218,7 +251,13 @@ def differentiable_loss(
     logits: torch.Tensor, labels: torch.Tensor, objective: Objective, reduction: str
 ) -> torch.Tensor:
     """The reduced objective, differentiable through the closed-form backward."""
-    return SparseRegFunction.apply(logits, labels, objective, reduction, native_engine, [])
+    return differentiable_terms(logits, labels, objective, reduction)[0]
+
+
+def _lam_input(objective: Objective) -> torch.Tensor | None:
+    """The objective's lam when autograd must track it, else ``None``."""
+    lam = objective.lam
+    return lam if isinstance(lam, torch.Tensor) and lam.requires_grad else None
 
 
 def value_and_grad(

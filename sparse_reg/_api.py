@@ -89,6 +89,15 @@ def loss(
     * Non-finite logits are not checked, since that would force a device synchronisation: a row
       holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
       classes of probability zero and are handled exactly while the row has a finite entry.
+    * Extremes: the log-sum-exp is shifted before dividing by :math:`\tau`, and norms are taken
+      on rows scaled by their largest entry, so float32 logits up to the dtype's largest value and
+      :math:`\tau` down to about :math:`10^{-30}` give finite results wherever float64 does and
+      the result fits the dtype. The limits: where a log-probability falls below the dtype's range
+      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NFL losses' gradient is
+      NaN; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
+      CUDA kernel forms :math:`z/\tau` and :math:`\lVert z\rVert^2` directly, so there float32
+      logits must stay below :math:`10^{19}` with ``normalize=True`` and :math:`|z|/\tau` below
+      :math:`3.4\cdot10^{38}`. Use float64 beyond these.
 
     Examples
     --------

@@ -32,7 +32,7 @@ from sparse_reg._numerics import (
     label_mask,
     log_softmax,
     normalize_backward,
-    row_norm,
+    unit_rows,
 )
 from sparse_reg._validation import real_scalar
 from sparse_reg.losses import BaseLoss, get_loss
@@ -216,10 +216,9 @@ def _sharpened_log_probs(
 ) -> tuple[Array, Array | None, Array | None]:
     """``log_softmax(z'/tau)`` with ``z'`` the (optionally L2-normalised) logits, plus the norm."""
     if not normalize:
-        return log_softmax(z / tau, xp), None, None
-    norm = row_norm(z, xp)
-    unit = z / norm
-    return log_softmax(unit / tau, xp), unit, norm
+        return log_softmax(z, xp, scale=tau), None, None
+    unit, norm = unit_rows(z, xp)
+    return log_softmax(unit, xp, scale=tau), unit, norm
 
 
 def sharpen(logits: Array, tau: float = 0.5, *, normalize: bool = False) -> Array:

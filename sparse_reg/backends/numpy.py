@@ -128,7 +128,15 @@ def _block(
     probs = np.empty_like(z)  # exp(u - m), then s, then scratch
     factor = grad_scale / tau  # the chain rule's 1/tau, and the caller's scale
     if objective.normalize:
-        norm = np.maximum(np.sqrt(np.vecdot(z, z))[:, None], NORM_EPS)
+        squares = np.vecdot(z, z)
+        if rows and not np.isfinite(np.maximum.reduce(squares)):
+            # Squares of logits beyond ~1e19 overflow float32. Normalisation ignores the scale of a
+            # row, so divide each row by its largest entry (the gradient then by the same).
+            peak = np.maximum.reduce(np.abs(z), axis=1, keepdims=True)
+            peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1)
+            z = z / peak
+            squares, factor = np.vecdot(z, z), factor / peak
+        norm = np.maximum(np.sqrt(squares)[:, None], NORM_EPS)
         # the projection of the normalisation's backward vanishes where the norm is clamped
         projection = (norm > NORM_EPS) / (norm * norm)
         factor = factor / norm  # the backward's 1/|z|, folded into the coefficients below
@@ -138,10 +146,12 @@ def _block(
         np.subtract(z, norm, out=work)
         np.divide(work, norm * tau, out=work)
     else:
-        np.divide(z, norm * tau if objective.normalize else tau, out=work)
-        # log-softmax by the max shift. The core shifts a row without a finite maximum by 0; such a
-        # row (only -inf, or holding +inf or NaN) is NaN either way, so that fix-up is skipped.
-        np.subtract(work, np.maximum.reduce(work, axis=1, keepdims=True), out=work)
+        # log-softmax by the max shift, taken before the division so z / tau is never formed (it
+        # overflows for logits near the dtype's limit or a tiny tau). The core shifts a row without
+        # a finite maximum by 0; such a row (only -inf, or holding +inf or NaN) is NaN either way,
+        # so that fix-up is skipped.
+        np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=work)
+        np.divide(work, norm * tau if objective.normalize else tau, out=work)
     np.exp(work, out=probs)
     total = _row_sum(probs)[:, None]
     np.subtract(work, np.log(total), out=work)

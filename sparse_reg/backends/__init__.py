@@ -146,10 +146,7 @@ def resolve_call(
     labels_library = library_of(labels)
     if labels_library != library:
         if labels_library != "numpy":
-            raise BackendMismatchError(
-                f"logits is a {library} array but labels is a {labels_library} array; "
-                "pass both from one library, or convert with sparse_reg.backends.to_backend"
-            )
+            raise BackendMismatchError.mixed("logits", library, "labels", labels_library)
         labels = xp.asarray(labels, device=device(logits))
     return REGISTRY.get(library), xp, logits, labels
 

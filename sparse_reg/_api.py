@@ -8,7 +8,7 @@ from typing import Any
 
 from sparse_reg._numerics import Array
 from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
-from sparse_reg._validation import check_logits_and_labels
+from sparse_reg._validation import check_logits_and_labels, nan_where_labels_invalid
 from sparse_reg.backends import library_of, resolve_call
 from sparse_reg.errors import NoClosedFormGradientError
 from sparse_reg.losses import get_loss
@@ -86,6 +86,11 @@ def loss(
     Notes
     -----
     * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
+    * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
+      (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
+      is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
+      make that an error, wrap the jitted function in ``jax.experimental.checkify.checkify(f,
+      errors=checkify.float_checks)``.
     * Non-finite logits are not checked, since that would force a device synchronisation: a row
       holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
       classes of probability zero and are handled exactly while the row has a finite entry.
@@ -182,9 +187,9 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     check_reduction(reduction)
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None
-    check_logits_and_labels(logits, labels, xp, hooks.host_view(labels) if hooks else None)
+    checked = check_logits_and_labels(logits, labels, xp, hooks.host_view(labels) if hooks else None)
     if need_grad and objective.base.grad is None:
-        return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row)
+        return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row, checked)
     fast = row.fast_path if fused and row is not None else None
     if fast is not None and not fast.supports(objective):
         fast = None
@@ -194,12 +199,17 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
         logits, labels, objective, need_grad=need_grad,
         grad_scale=gradient_scale(reduction, logits.shape[0]),
     )
-    value = reduce_objective(terms.base, terms.penalty, objective.lam, reduction, xp)[0]
-    return (value, terms.grad) if need_grad else value
+    base, grad = terms.base, terms.grad
+    if not checked:  # traced: a row with an invalid label is NaN instead of an error
+        base = nan_where_labels_invalid(base, labels, logits.shape[1], xp)
+        grad = None if grad is None else nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
+    value = reduce_objective(base, terms.penalty, objective.lam, reduction, xp)[0]
+    return (value, grad) if need_grad else value
 
 
 def _autograd_value_and_grad(
-    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType, row: Any
+    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType, row: Any,
+    checked: bool,
 ) -> tuple[Array, Array]:
     if row is None or not row.autograd:
         raise NoClosedFormGradientError(
@@ -213,4 +223,7 @@ def _autograd_value_and_grad(
         return terms.base + objective.lam * terms.penalty
 
     values, grad = row.hooks_module.value_and_grad(per_sample, logits)
+    if not checked:
+        values = nan_where_labels_invalid(values, labels, logits.shape[1], xp)
+        grad = nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
     return reduce(values, reduction, xp), grad * gradient_scale(reduction, logits.shape[0])

@@ -34,12 +34,14 @@ def _dtype_name(dtype: object) -> str:
 
 def check_logits_and_labels(
     logits: Array, labels: Array, xp: ModuleType, host_labels: np.ndarray | None = None
-) -> None:
+) -> bool:
     """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
 
-    The label range needs the values, so it is skipped for traced arrays (inside ``jax.jit``),
-    whose values do not exist yet. ``host_labels`` is an optional NumPy view of ``labels`` where
-    they live in host memory (a CPU tensor's ``.numpy()``), which makes that check cheap.
+    The label range needs the values, so it cannot be checked for traced arrays (inside
+    ``jax.jit``), whose values do not exist yet; then this returns ``False`` and the caller marks
+    such rows with :func:`nan_where_labels_invalid`. ``host_labels`` is an optional NumPy view of
+    ``labels`` where they live in host memory (a CPU tensor's ``.numpy()``), which makes the
+    check cheap.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
@@ -61,15 +63,23 @@ def check_logits_and_labels(
             f"labels must have shape (N,) = ({n},) to match logits; got {tuple(labels.shape)}"
         )
     if n == 0:
-        return
+        return True
     out_of_range = _labels_out_of_range(labels, num_classes, xp, host_labels)
     if out_of_range is None:
-        return
+        return False
     if out_of_range:
         low, high = int(xp.min(labels)), int(xp.max(labels))
         raise ValueError(
             f"labels must lie in [0, C) = [0, {num_classes}); got values from {low} to {high}"
         )
+    return True
+
+
+def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp: ModuleType) -> Array:
+    """``values`` (shape ``(N,)`` or ``(N, C)``) with NaN in every row whose label is outside
+    ``[0, C)``: what a traced call, which cannot raise on values, returns for such a row."""
+    valid = (labels >= 0) & (labels < num_classes)
+    return xp.where(valid if values.ndim == 1 else valid[:, None], values, xp.full_like(values, xp.nan))
 
 
 @cache

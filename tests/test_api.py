@@ -237,3 +237,21 @@ def test_signatures_take_the_objective_parameters_from_one_list():
     arguments = config.objective_arguments()
     assert arguments["lam"] == config.lam0 and arguments["tau"] == config.tau
     assert sr.Objective.create(**arguments).base.name == config.base_loss
+
+
+def test_labels_under_jax_jit_give_nan_rows_and_checkify_raises():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from jax.experimental import checkify
+
+    jnp = jax.numpy
+    z = jnp.asarray([[1.0, 2.0, 0.0], [0.5, 0.1, -1.0]])
+    per_sample = jax.jit(lambda z, y: sr.loss(z, y, reduction="none"))
+    values = np.asarray(per_sample(z, jnp.asarray([0, 5])))
+    assert np.isfinite(values[0]) and np.isnan(values[1])
+    grad = np.asarray(jax.jit(lambda z, y: sr.loss_and_grad(z, y)[1])(z, jnp.asarray([0, -1])))
+    assert np.isfinite(grad[0]).all() and np.isnan(grad[1]).all()
+    checked = checkify.checkify(jax.jit(lambda z, y: sr.loss(z, y)), errors=checkify.float_checks)
+    assert checked(z, jnp.asarray([0, 2]))[0].get() is None
+    with pytest.raises(Exception, match="nan generated"):
+        checked(z, jnp.asarray([0, 3]))[0].throw()

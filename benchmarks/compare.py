@@ -40,7 +40,7 @@ from benchmarks.contenders import (
     relative_error,
 )
 
-SHAPES = "128x10,128x100,128x1000,128x32000,4096x10,4096x100,4096x1000,4096x32000," \
+SHAPES = "128x10,1024x10,128x100,128x1000,128x32000,4096x10,4096x100,4096x1000,4096x32000," \
          "65536x10,65536x100,65536x1000,65536x32000"
 #: Relative gradient error allowed per dtype (performance.md, section 7).
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}

@@ -88,7 +88,6 @@ class Criterion(torch.nn.Module):
         super().__init__()
         self.backend = config.backend
         self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
-        self.library = import_library(self.backend) if self.backend != "torch" else torch
         arguments = config.objective_arguments()
         del arguments["lam"]  # the module follows the schedule
         self.module = SparseRegLoss(schedule=self.schedule, **arguments)

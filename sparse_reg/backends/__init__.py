@@ -91,7 +91,13 @@ def _from_host(x: Any, backend: str) -> Any:
     return hooks.from_host(x, dev) if hooks is not None else lib.asarray(x)
 
 
+#: Types already seen to be arrays: the check is per type, and a measurable part of a small call.
+_ARRAY_TYPES: set[type] = set()
+
+
 def _as_array(x: Any, argument: str) -> Any:
+    if type(x) in _ARRAY_TYPES:
+        return x
     if isinstance(x, (list, tuple)):
         import numpy as np
 
@@ -101,6 +107,7 @@ def _as_array(x: Any, argument: str) -> Any:
             f"{argument} must be an array (NumPy, CuPy, PyTorch, JAX or any array-API library); "
             f"got {type(x).__name__}"
         )
+    _ARRAY_TYPES.add(type(x))
     return x
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from sparse_reg.backends import REGISTRY
+
 _SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 settings.register_profile("dev", max_examples=25, deadline=None, suppress_health_check=_SUPPRESS)
 # ci: the same examples on every run (derandomize), and no example database, so a failure stored
@@ -105,8 +107,7 @@ def _make_backend(name: str) -> Backend:
     raise ValueError(f"unknown test backend {name!r}")
 
 
-ALL_BACKENDS = ("numpy", "array_api_strict", "array_api_strict:2024.12", "torch", "jax",
-                "torch:cuda", "cupy")
+ALL_BACKENDS = tuple(test_id for row in REGISTRY.values() for test_id in row.test_ids)
 SELECTED = tuple(b for b in os.environ.get("SPARSE_REG_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b)
 
 

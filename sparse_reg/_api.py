@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from types import ModuleType
 from typing import Any
 
 from sparse_reg._numerics import Array
-from sparse_reg._validation import check_logits_and_labels, check_reduction
-from sparse_reg.backends import fast_path, library_of, resolve
+from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
+from sparse_reg._validation import check_logits_and_labels, nan_where_labels_invalid
+from sparse_reg.backends import library_of, resolve_call
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.regularizer import Objective, SRTerms, sr_terms
+from sparse_reg.losses import get_loss
+from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
-
-#: Libraries that can differentiate a value-only user loss, and the module that knows how.
-_AUTOGRAD = {"torch": "sparse_reg.backends.torch", "jax": "sparse_reg.backends.jax"}
-
-
-def reduce(per_sample: Array, reduction: str, xp: ModuleType) -> Array:
-    """Apply ``reduction``; the mean of an empty batch is 0, so it never poisons a sum of losses."""
-    if reduction == "none":
-        return per_sample
-    total = xp.sum(per_sample)
-    return total if reduction == "sum" else total / max(per_sample.shape[0], 1)
 
 
 def loss(
@@ -32,11 +22,11 @@ def loss(
     labels: Any,
     *,
     base: str = "ce",
-    tau: float = 0.5,
-    p: float = 0.1,
-    lam: Any = 1.0,
-    normalize: bool = False,
-    clamp: float | None = None,
+    tau: float = DEFAULTS["tau"],
+    p: float = DEFAULTS["p"],
+    lam: Any = DEFAULTS["lam"],
+    normalize: bool = DEFAULTS["normalize"],
+    clamp: float | None = DEFAULTS["clamp"],
     reduction: str = "mean",
     backend: str | None = None,
     fused: bool = True,
@@ -96,9 +86,23 @@ def loss(
     Notes
     -----
     * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
+    * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
+      (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
+      is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
+      make that an error, wrap the jitted function in ``jax.experimental.checkify.checkify(f,
+      errors=checkify.float_checks)``.
     * Non-finite logits are not checked, since that would force a device synchronisation: a row
       holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
       classes of probability zero and are handled exactly while the row has a finite entry.
+    * Extremes: the log-sum-exp is shifted before dividing by :math:`\tau`, and norms are taken
+      on rows scaled by their largest entry, so float32 logits up to the dtype's largest value and
+      :math:`\tau` down to about :math:`10^{-30}` give finite results wherever float64 does and
+      the result fits the dtype. The limits: where a log-probability falls below the dtype's range
+      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NFL losses' gradient is
+      NaN; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
+      CUDA kernel forms :math:`z/\tau` and :math:`\lVert z\rVert^2` directly, so there float32
+      logits must stay below :math:`10^{19}` with ``normalize=True`` and :math:`|z|/\tau` below
+      :math:`3.4\cdot10^{38}`. Use float64 beyond these.
 
     Examples
     --------
@@ -151,20 +155,26 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
 loss_and_grad.__signature__ = _LOSS_SIGNATURE.replace(return_annotation="tuple[Array, Array]")
 
 
-def _fast_path(logits: Array, objective: Objective, fused: bool) -> ModuleType | None:
-    module = fast_path(logits) if fused else None
-    return module if module is not None and module.supports(objective) else None
+#: Validated objectives by their arguments, for arguments of plain Python types only (a 0-D array
+#: ``lam`` is read at call time and is never a key). The key holds each value's type, so ``True``
+#: and ``1`` stay apart, and the registered loss object's id, so re-registering a name is seen (the
+#: cached objective holds that object, so its id cannot be reused while the entry exists).
+_OBJECTIVES: dict[tuple[Any, ...], Objective] = {}
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+_MAX_CACHED = 256
 
 
-def fused_sr_terms(
-    logits: Array, labels: Array, objective: Objective, *, need_grad: bool, grad_scale: float = 1.0
-) -> SRTerms:
-    """:func:`sparse_reg.regularizer.sr_terms` through the backend's fast path where one supports
-    the objective (validated arrays in, per-sample terms out)."""
-    fast = _fast_path(logits, objective, fused=True)
-    return (fast.sr_terms if fast else sr_terms)(
-        logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale
-    )
+def _objective(arguments: dict[str, Any], base_params: dict[str, Any]) -> Objective:
+    values = (*arguments.values(), *base_params.values())
+    if not _PLAIN_TYPES.issuperset(map(type, values)):
+        return Objective.create(**base_params, **arguments)
+    key = (id(get_loss(arguments["base"])), *arguments.items(), *base_params.items(), *map(type, values))
+    objective = _OBJECTIVES.get(key)
+    if objective is None:
+        objective = Objective.create(**base_params, **arguments)
+        if len(_OBJECTIVES) < _MAX_CACHED:
+            _OBJECTIVES[key] = objective
+    return objective
 
 
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
@@ -173,41 +183,47 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     arguments = dict(arguments)
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
-    objective = Objective.create(**arguments.pop("base_params"), **arguments)
+    objective = _objective(arguments, arguments.pop("base_params"))
     check_reduction(reduction)
-    xp, logits, labels = resolve(logits, labels, backend)
-    check_logits_and_labels(logits, labels, xp)
+    row, xp, logits, labels = resolve_call(logits, labels, backend)
+    hooks = row.hooks_module if row is not None else None
+    checked = check_logits_and_labels(logits, labels, xp, hooks.host_view(labels) if hooks else None)
     if need_grad and objective.base.grad is None:
-        return _autograd_value_and_grad(logits, labels, objective, reduction, xp)
-    fast = _fast_path(logits, objective, fused)
-    differentiable = getattr(fast, "differentiable_loss", None)
-    if not need_grad and differentiable is not None:
-        return differentiable(logits, labels, objective, reduction)
-    grad_scale = 1.0 / max(logits.shape[0], 1) if reduction == "mean" else 1.0
-    compute = fused_sr_terms if fused else sr_terms
-    terms = compute(logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale)
-    value = reduce(terms.base + objective.lam * terms.penalty, reduction, xp)
-    return (value, terms.grad) if need_grad else value
+        return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row, checked)
+    fast = row.fast_path if fused and row is not None else None
+    if fast is not None and not fast.supports(objective):
+        fast = None
+    if not need_grad and fast is not None and row.autograd:  # the library differentiates the value
+        return fast.differentiable_loss(logits, labels, objective, reduction)
+    terms = (fast.sr_terms if fast is not None else sr_terms)(
+        logits, labels, objective, need_grad=need_grad,
+        grad_scale=gradient_scale(reduction, logits.shape[0]),
+    )
+    base, grad = terms.base, terms.grad
+    if not checked:  # traced: a row with an invalid label is NaN instead of an error
+        base = nan_where_labels_invalid(base, labels, logits.shape[1], xp)
+        grad = None if grad is None else nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
+    value = reduce_objective(base, terms.penalty, objective.lam, reduction, xp)[0]
+    return (value, grad) if need_grad else value
 
 
 def _autograd_value_and_grad(
-    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType
+    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType, row: Any,
+    checked: bool,
 ) -> tuple[Array, Array]:
-    library = library_of(logits)
-    module = _AUTOGRAD.get(library)
-    if module is None:
+    if row is None or not row.autograd:
         raise NoClosedFormGradientError(
-            f"base loss {objective.base.name!r} was registered without a gradient, and {library} "
-            "has no autograd; register it with grad=..., or call loss_and_grad on torch or JAX "
-            "arrays"
+            f"base loss {objective.base.name!r} was registered without a gradient, and "
+            f"{library_of(logits)} has no autograd; register it with grad=..., or call "
+            "loss_and_grad on torch or JAX arrays"
         )
 
     def per_sample(z: Array) -> Array:
         terms = sr_terms(z, labels, objective, need_grad=False)
         return terms.base + objective.lam * terms.penalty
 
-    values, grad = importlib.import_module(module).value_and_grad(per_sample, logits)
-    value = reduce(values, reduction, xp)
-    if reduction == "mean":
-        grad = grad / max(logits.shape[0], 1)
-    return value, grad
+    values, grad = row.hooks_module.value_and_grad(per_sample, logits)
+    if not checked:
+        values = nan_where_labels_invalid(values, labels, logits.shape[1], xp)
+        grad = nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
+    return reduce(values, reduction, xp), grad * gradient_scale(reduction, logits.shape[0])

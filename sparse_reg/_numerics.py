@@ -25,24 +25,39 @@ def compute_dtype(xp: ModuleType, dtype: Any) -> Any:
     return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
 
 
-def log_softmax(u: Array, xp: ModuleType, axis: int = -1) -> Array:
-    r""":math:`\log\operatorname{softmax}(u)` along ``axis`` by the log-sum-exp trick.
+def log_softmax(u: Array, xp: ModuleType, axis: int = -1, scale: float = 1.0) -> Array:
+    r""":math:`\log\operatorname{softmax}(u/t)` along ``axis`` by the log-sum-exp trick, ``t = scale > 0``.
 
-    .. math:: \log s_k = u_k - m - \log\sum_j e^{u_j - m},\qquad m = \max_j u_j
+    .. math:: \log s_k = \frac{u_k - m}{t} - \log\sum_j e^{(u_j - m)/t},\qquad m = \max_j u_j
 
-    A row of only ``-inf`` would make :math:`m` infinite; it is shifted by zero instead, giving NaN
-    for that row rather than a silent wrong value elsewhere.
+    The shift comes before the division, so :math:`u/t` is never formed: logits near the dtype's
+    largest value, or a temperature far below 1, cannot overflow to ``inf - inf``. A row of only
+    ``-inf`` would make :math:`m` infinite; it is shifted by zero instead, giving NaN for that row
+    rather than a silent wrong value elsewhere.
     """
     m = xp.max(u, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    shifted = u - m
+    shifted = u - m if scale == 1.0 else (u - m) / scale
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-def row_norm(z: Array, xp: ModuleType) -> Array:
-    """Euclidean norm of each row, clamped below at :data:`NORM_EPS`, shape ``(N, 1)``."""
-    norm = xp.sqrt(xp.sum(z * z, axis=-1, keepdims=True))
-    return xp.maximum(norm, NORM_EPS)
+def unit_rows(z: Array, xp: ModuleType) -> tuple[Array, Array]:
+    r"""Each row divided by its Euclidean norm, and the norm, clamped below at :data:`NORM_EPS`.
+
+    Returns ``(n, norm)`` with :math:`n = z/\max(\lVert z\rVert, \epsilon)` and ``norm`` of shape
+    ``(N, 1)``. The norm is taken as :math:`a\sqrt{\sum_k (z_k/a)^2}` with :math:`a = \max_k
+    |z_k|`, and :math:`n` from the scaled row, so neither the squares of large logits (above
+    :math:`10^{19}` in float32) nor a norm beyond the dtype's range spoil :math:`n`; such a norm
+    becomes ``inf``, whose reciprocal (all the backward needs) is the correct limit 0.
+    """
+    peak = xp.max(xp.abs(z), axis=-1, keepdims=True)
+    peak = xp.where(peak > 0, peak, xp.ones_like(peak))
+    scaled = z / peak
+    length = xp.sqrt(xp.sum(scaled * scaled, axis=-1, keepdims=True))
+    norm = xp.maximum(peak * length, NORM_EPS)
+    safe_length = xp.where(length > 0, length, xp.ones_like(length))
+    unit = xp.where(norm > NORM_EPS, scaled / safe_length, z / NORM_EPS)
+    return unit, norm
 
 
 def normalize_backward(grad_n: Array, n: Array, norm: Array, xp: ModuleType) -> Array:

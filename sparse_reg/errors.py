@@ -24,6 +24,14 @@ class BackendUnavailableError(ImportError):
 class BackendMismatchError(TypeError):
     """Arrays from two different array libraries were mixed, or a device-library hop was implied."""
 
+    @classmethod
+    def mixed(cls, first: str, first_library: str, second: str, second_library: str) -> BackendMismatchError:
+        """The error for argument ``second`` in another device library than argument ``first``."""
+        return cls(
+            f"{first} is a {first_library} array but {second} is a {second_library} array; "
+            "pass both from one library, or convert with sparse_reg.backends.to_backend"
+        )
+
 
 class NoClosedFormGradientError(TypeError):
     """A user loss registered without a gradient was asked for one on a backend without autograd."""

@@ -20,6 +20,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
 
 from sparse_reg._numerics import Array, at_label
+from sparse_reg._validation import real_scalar
 
 __all__ = [
     "BaseLoss",
@@ -37,13 +38,14 @@ class GradFn(Protocol):
     def __call__(self, log_s: Array, mask: Array, *, xp: ModuleType, **params: Any) -> Array: ...
 
 
+_SWITCH = "True or False"
 #: Valid range of each built-in parameter: a predicate and the words for the error message.
 _PARAM_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gamma": (lambda v: v >= 0, "a number >= 0"),
     "q": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "alpha": (lambda v: v >= 0, "a number >= 0"),
     "beta": (lambda v: v >= 0, "a number >= 0"),
-    "detach_weight": (lambda v: isinstance(v, bool), "True or False"),
+    "detach_weight": (lambda v: isinstance(v, bool), _SWITCH),
 }
 
 
@@ -66,6 +68,14 @@ class BaseLoss:
         The per-sample value in LaTeX, for the documentation.
     grad_formula
         :math:`\partial L/\partial \log s` in LaTeX, for the documentation.
+    label_only
+        The value and the gradient depend on :math:`\log s` only through :math:`\log s_y`, and
+        not on the number of classes: fast paths may evaluate them on the ``(N, 1)`` label column
+        alone (the gradient is then zero off the label).
+    kernel
+        The terms of the CUDA kernel (:mod:`sparse_reg.backends.cupy`) that compute this loss, as
+        :math:`\alpha T_1 + \beta T_2` (the weights from ``alpha``, ``beta``, else 1); empty for a
+        loss the kernel does not have, which then runs on the array-API reference there.
     """
 
     name: str
@@ -74,6 +84,8 @@ class BaseLoss:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     formula: str = ""
     grad_formula: str = ""
+    label_only: bool = False
+    kernel: tuple[str, ...] = ()
 
     def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``given`` over the defaults, rejecting unknown names and out-of-range values."""
@@ -87,19 +99,29 @@ class BaseLoss:
         params = {**self.defaults, **given}
         for key, val in given.items():
             check = _PARAM_RANGES.get(key)
-            if check is not None and not _passes(check[0], val):
-                raise ValueError(f"{key} of base loss {self.name!r} must be {check[1]}; got {val!r}")
+            if check is not None:
+                params[key] = _checked(self.name, key, val, *check)
         return params
 
 
-def _passes(predicate: Callable[[Any], bool], value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return isinstance(value, bool) and predicate(value)
-    return math.isfinite(value) and predicate(value)
+def _checked(loss: str, key: str, value: Any, predicate: Callable[[Any], bool], words: str) -> Any:
+    """``value`` if it passes ``predicate`` (numbers as Python floats), else a ValueError."""
+    checked = value
+    if isinstance(value, bool):  # the switches take exactly True or False; numbers never do
+        valid = words == _SWITCH
+    else:
+        number = real_scalar(value)
+        valid = number is not None and math.isfinite(number) and words != _SWITCH
+        checked = number if valid else value
+    if not (valid and predicate(checked)):
+        raise ValueError(f"{key} of base loss {loss!r} must be {words}; got {value!r}")
+    return checked
 
 
 _REGISTRY: dict[str, BaseLoss] = {}
 _ALIASES: dict[str, str] = {"fl": "focal"}
+#: Alternative names accepted by ``base=``, and the registered loss each stands for (read-only).
+ALIASES: Mapping[str, str] = MappingProxyType(_ALIASES)
 
 
 def register_loss(
@@ -110,6 +132,7 @@ def register_loss(
     defaults: Mapping[str, Any] | None = None,
     formula: str = "",
     grad_formula: str = "",
+    label_only: bool = False,
     overwrite: bool = False,
 ) -> BaseLoss:
     r"""Register a base loss so ``base=name`` finds it everywhere.
@@ -131,6 +154,9 @@ def register_loss(
         The loss's parameters and their defaults; only these names are accepted as ``**params``.
     formula, grad_formula
         LaTeX of the value and of :math:`\partial L/\partial \log s`, for the documentation.
+    label_only
+        Declare that ``value`` and ``grad`` read ``log_s`` only at the label and do not depend on
+        the number of classes, so the NumPy fast path evaluates them on the label column alone.
     overwrite
         Replace an existing registration of ``name`` instead of raising.
 
@@ -138,6 +164,12 @@ def register_loss(
     -------
     BaseLoss
         The registered definition.
+
+    Notes
+    -----
+    The NumPy and PyTorch CPU fast paths run any loss with a ``grad``. The CUDA kernel holds the
+    built-in losses only (:attr:`BaseLoss.kernel`), so on CuPy and on CUDA tensors a registered
+    loss runs on the array-API reference, as ``sparse_reg.backends.cupy.supports`` reports.
 
     Examples
     --------
@@ -151,11 +183,25 @@ def register_loss(
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string; got {name!r}")
+    if not isinstance(label_only, bool):
+        raise TypeError(f"label_only must be True or False; got {label_only!r}")
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
-    loss = BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula)
-    _REGISTRY[name] = loss
+    return _add(BaseLoss(
+        name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula, label_only
+    ))
+
+
+def _add(loss: BaseLoss) -> BaseLoss:
+    _REGISTRY[loss.name] = loss
     return loss
+
+
+def _builtin(name: str, value: ValueFn, grad: GradFn, *, kernel: str, label_only: bool = False,
+             defaults: Mapping[str, Any] | None = None, formula: str, grad_formula: str) -> BaseLoss:
+    """Register a built-in loss with its traits and its CUDA kernel term."""
+    return _add(BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula,
+                         grad_formula, label_only, (kernel,)))
 
 
 def get_loss(name: str) -> BaseLoss:
@@ -342,46 +388,56 @@ def register_sum(name: str, active: str, passive: str, *, alpha: float, beta: fl
     formula = rf"\alpha\,[{first.formula}] + \beta\,[{second.formula}]"
     grad_formula = rf"\alpha\,[{first.grad_formula}] + \beta\,[{second.grad_formula}]"
     defaults = {"alpha": alpha, "beta": beta, **first.defaults, **second.defaults}
-    return register_loss(name, value, grad, defaults=defaults, formula=formula, grad_formula=grad_formula)
+    # The kernel has the sum when it has both parts, each a single term.
+    kernel = first.kernel + second.kernel if len(first.kernel) == len(second.kernel) == 1 else ()
+    return _add(BaseLoss(
+        name, value, grad, MappingProxyType(defaults), formula, grad_formula,
+        first.label_only and second.label_only, kernel,
+    ))
 
 
 _FOCAL_DEFAULTS = {"gamma": 0.5, "detach_weight": False}
 
-register_loss("ce", _ce, _ce_grad, formula=r"-\log s_y", grad_formula=r"-e_y")
-register_loss(
-    "focal", _focal_value, _focal_grad, defaults=_FOCAL_DEFAULTS,
+_builtin("ce", _ce, _ce_grad, kernel="CE", label_only=True, formula=r"-\log s_y", grad_formula=r"-e_y")
+_builtin(
+    "focal", _focal_value, _focal_grad, kernel="FOCAL", label_only=True, defaults=_FOCAL_DEFAULTS,
     formula=r"-(1-s_y)^\gamma \log s_y",
     grad_formula=r"\bigl(\gamma\, s_y (1-s_y)^{\gamma-1}\log s_y - (1-s_y)^\gamma\bigr)\, e_y",
 )
-register_loss(
-    "gce", _gce, _gce_grad, defaults={"q": 0.7}, formula=r"(1 - s_y^q)/q", grad_formula=r"-s_y^q\, e_y"
+_builtin(
+    "gce", _gce, _gce_grad, kernel="GCE", label_only=True, defaults={"q": 0.7},
+    formula=r"(1 - s_y^q)/q", grad_formula=r"-s_y^q\, e_y",
 )
-register_loss(
-    "mae", _mae, _mae_grad, formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)", grad_formula=r"-2 s_y\, e_y"
+_builtin(
+    "mae", _mae, _mae_grad, kernel="MAE", label_only=True,
+    formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)", grad_formula=r"-2 s_y\, e_y",
 )
-register_loss(
-    "mse", _mse, _mse_grad, formula=r"\lVert s - e_y\rVert_2^2", grad_formula=r"2\, s \odot (s - e_y)"
+_builtin(
+    "mse", _mse, _mse_grad, kernel="MSE",
+    formula=r"\lVert s - e_y\rVert_2^2", grad_formula=r"2\, s \odot (s - e_y)",
 )
-register_loss(
-    "rce", _rce, _rce_grad, formula=r"-\log(10^{-4})\,(1 - s_y)",
+_builtin(
+    "rce", _rce, _rce_grad, kernel="RCE", label_only=True, formula=r"-\log(10^{-4})\,(1 - s_y)",
     grad_formula=r"\log(10^{-4})\, s_y\, e_y",
 )
-register_loss(
-    "nce", _nce, _nce_grad, formula=r"\log s_y \big/ \sum_k \log s_k",
+_builtin(
+    "nce", _nce, _nce_grad, kernel="NCE", formula=r"\log s_y \big/ \sum_k \log s_k",
     grad_formula=r"(e_y - L\,\mathbf 1) \big/ \sum_k \log s_k",
 )
-register_loss(
-    "nfl", _nfl, _nfl_grad, defaults=_FOCAL_DEFAULTS,
+_builtin(
+    "nfl", _nfl, _nfl_grad, kernel="NFL", defaults=_FOCAL_DEFAULTS,
     formula=r"(1-s_y)^\gamma \log s_y \big/ \sum_k (1-s_k)^\gamma \log s_k",
     grad_formula=r"(e_y - L\,\mathbf 1) \odot F'(\log s) \big/ \sum_k F(\log s_k)",
 )
-register_loss(
-    "ngce", _ngce, _ngce_grad, defaults={"q": 0.7},
+_builtin(
+    "ngce", _ngce, _ngce_grad, kernel="NGCE", defaults={"q": 0.7},
     formula=r"(1 - s_y^q) \big/ \bigl(C - \sum_k s_k^q\bigr)",
     grad_formula=r"q\, s^q \odot (L\,\mathbf 1 - e_y) \big/ \bigl(C - \sum_k s_k^q\bigr)",
 )
-register_loss(
-    "nmae", _nmae, _nmae_grad, formula=r"(1 - s_y)/(C - 1)", grad_formula=r"-s_y\, e_y / (C - 1)"
+# nmae divides by C - 1: not label-only, since the column alone has C = 1.
+_builtin(
+    "nmae", _nmae, _nmae_grad, kernel="NMAE",
+    formula=r"(1 - s_y)/(C - 1)", grad_formula=r"-s_y\, e_y / (C - 1)",
 )
 register_sum("sce", "ce", "rce", alpha=0.1, beta=1.0)
 register_sum("nce+rce", "nce", "rce", alpha=1.0, beta=1.0)

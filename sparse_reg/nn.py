@@ -6,14 +6,17 @@ from typing import Any
 
 import torch
 
-from sparse_reg._api import reduce
-from sparse_reg._validation import check_logits_and_labels, check_reduction
+from sparse_reg._reduction import check_reduction, reduce_objective
+from sparse_reg._validation import check_logits_and_labels
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
-from sparse_reg.regularizer import Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 from sparse_reg.schedule import LambdaSchedule
 
 __all__ = ["SparseRegLoss"]
+
+#: The array-API namespace of torch tensors (looked up once: it is the same for every tensor).
+_TORCH_NAMESPACE = array_namespace(torch.empty(0))
 
 
 class SparseRegLoss(torch.nn.Module):
@@ -59,11 +62,11 @@ class SparseRegLoss(torch.nn.Module):
         self,
         base: str = "ce",
         *,
-        tau: float = 0.5,
-        p: float = 0.1,
-        schedule: LambdaSchedule | float = 1.0,
-        normalize: bool = False,
-        clamp: float | None = None,
+        tau: float = DEFAULTS["tau"],
+        p: float = DEFAULTS["p"],
+        schedule: LambdaSchedule | float = DEFAULTS["lam"],
+        normalize: bool = DEFAULTS["normalize"],
+        clamp: float | None = DEFAULTS["clamp"],
         reduction: str = "mean",
         fused: bool = True,
         **base_params: Any,
@@ -74,38 +77,42 @@ class SparseRegLoss(torch.nn.Module):
         self.schedule = schedule
         self.reduction = check_reduction(reduction)
         self.register_buffer("lam", torch.tensor(schedule.lam, dtype=torch.float64))
-        self.objective = Objective.create(
+        self._objective = Objective.create(
             base, tau=tau, p=p, lam=self.lam, normalize=normalize, clamp=clamp, **base_params
         )
-        self.fused = fused and torch_backend.supports(self.objective)
+        self.fused = fused and torch_backend.supports(self._objective)
         self.last_base: torch.Tensor | None = None
         self.last_penalty: torch.Tensor | None = None
+
+    @property
+    def objective(self) -> Objective:
+        r"""The validated objective; its :math:`\lambda` is the module's ``lam`` buffer."""
+        # .to()/.cuda() replace the buffer object, so the objective follows it by identity.
+        if self._objective.lam is not self.lam:
+            self._objective = self._objective.with_lam(self.lam)
+        return self._objective
 
     def set_epoch(self, epoch: int) -> None:
         """Follow the schedule to ``epoch`` (0-indexed) and update :math:`\\lambda` in place."""
         self.schedule.epoch = epoch
         self.lam.fill_(self.schedule.lam)
 
-    def _apply(self, fn, recurse=True):
-        # The objective holds the lam buffer; re-point it after .to()/.cuda() replace the buffer.
-        result = super()._apply(fn, recurse)
-        self.objective = self.objective.with_lam(self.lam)
-        return result
-
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` (N, C) against integer ``labels`` (N,)."""
-        xp = array_namespace(logits)
-        check_logits_and_labels(logits, labels, xp)
+        xp = _TORCH_NAMESPACE
+        host = torch_backend.host_view(labels) if isinstance(labels, torch.Tensor) else None
+        check_logits_and_labels(logits, labels, xp, host)
+        objective = self.objective
         if self.fused:
             value, base, penalty = torch_backend.differentiable_terms(
-                logits, labels, self.objective, self.reduction
+                logits, labels, objective, self.reduction
             )
         else:
-            terms = sr_terms(logits, labels, self.objective, need_grad=False)
-            value = reduce(terms.base + self.lam * terms.penalty, self.reduction, xp)
-            base = reduce(terms.base, self.reduction, xp)
-            penalty = reduce(terms.penalty, self.reduction, xp)
-        self.last_base, self.last_penalty = base.detach(), penalty.detach()
+            terms = sr_terms(logits, labels, objective, need_grad=False)
+            value, base, penalty = reduce_objective(terms.base, terms.penalty, self.lam, self.reduction, xp)
+        # Plain attributes, written past nn.Module.__setattr__ (which looks each name up in the
+        # parameter, buffer and submodule tables: a cost per call at small batch sizes).
+        self.__dict__["last_base"], self.__dict__["last_penalty"] = base.detach(), penalty.detach()
         return value
 
     def get_extra_state(self) -> dict[str, Any]:

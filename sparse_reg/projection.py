@@ -4,25 +4,61 @@ The robustness theorem holds for outputs restricted to :math:`\mathcal P_v`; spa
 approximates the one-hot case. These functions make the constraint itself available: an exact
 projection for evaluation and analysis, and a differentiable SoftSort relaxation for training with a
 non-one-hot :math:`v`.
+
+In all three, ``v`` may be NumPy data (or a list) whatever the library of the first argument; it
+follows that array to its library and device. Arrays of two device libraries are refused with
+:class:`~sparse_reg.errors.BackendMismatchError`, as in :func:`sparse_reg.loss`. The two dtypes are
+promoted as the array API does, and an integer array takes the other's floating dtype;
+:func:`soft_project` computes in floating point.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from sparse_reg._compat import array_namespace, device, library_of
 from sparse_reg._numerics import Array, log_softmax
-from sparse_reg.backends import array_namespace, device
+from sparse_reg.errors import BackendMismatchError
 from sparse_reg.regularizer import check_tau
 
 __all__ = ["is_permutation_of", "project", "soft_project"]
 
 
-def _check_vector(outputs: Array, v: Array, xp: Any) -> Array:
+def _promoted(xp: Any, first: Any, second: Any) -> Any:
+    """The array API's promotion of two dtypes; where it leaves integer with floating undefined,
+    the floating one, as for a Python integer combined with a floating array."""
+    first_float, second_float = xp.isdtype(first, "real floating"), xp.isdtype(second, "real floating")
+    if first_float != second_float:
+        return first if first_float else second
+    return xp.result_type(first, second)
+
+
+def _common(outputs: Array, v: Array, name: str, *, floating: bool) -> tuple[Any, Array, Array]:
+    """``(xp, outputs, v)`` in one namespace and one dtype, promoted as the array API does.
+
+    ``v`` may be NumPy data or a list whatever ``outputs`` is (it follows ``outputs`` to its library
+    and device); another device library is refused, as :func:`sparse_reg.loss` refuses it. With
+    ``floating``, integer input is promoted to the default floating dtype first.
+    """
+    if isinstance(v, (list, tuple)):
+        v = np.asarray(v)
+    xp = array_namespace(outputs)
+    have, given = library_of(outputs), library_of(v)
+    if given != have:
+        if given != "numpy":
+            raise BackendMismatchError.mixed(name, have, "v", given)
+        v = xp.asarray(v, device=device(outputs))
     if v.ndim != 1 or v.shape[0] != outputs.shape[-1]:
         raise ValueError(
-            f"v must be 1-D with one entry per class ({outputs.shape[-1]}); got shape {v.shape}"
+            f"v must be 1-D with one entry per class ({outputs.shape[-1]}); got shape {tuple(v.shape)}"
         )
-    return xp.asarray(v, dtype=outputs.dtype, device=device(outputs))
+    dtype = _promoted(xp, outputs.dtype, v.dtype)
+    if floating and not xp.isdtype(dtype, "real floating"):
+        info = xp.__array_namespace_info__()
+        dtype = info.default_dtypes(device=device(outputs))["real floating"]
+    return xp, xp.astype(outputs, dtype), xp.astype(v, dtype)
 
 
 def project(outputs: Array, v: Array) -> Array:
@@ -55,8 +91,7 @@ def project(outputs: Array, v: Array) -> Array:
     >>> project(np.array([[0.1, 0.7, 0.2]]), np.array([1.0, 0.0, 0.0]))
     array([[0., 1., 0.]])
     """
-    xp = array_namespace(outputs)
-    v = _check_vector(outputs, v, xp)
+    xp, outputs, v = _common(outputs, v, "outputs", floating=False)
     ranks = xp.argsort(xp.argsort(outputs, axis=-1, stable=True), axis=-1, stable=True)
     ascending = xp.broadcast_to(xp.sort(v), outputs.shape)
     return xp.take_along_axis(ascending, ranks, axis=-1)
@@ -77,8 +112,7 @@ def is_permutation_of(outputs: Array, v: Array, *, atol: float = 1e-6) -> Array:
     >>> is_permutation_of(np.array([[0.0, 1.0], [0.5, 0.5]]), np.array([1.0, 0.0]))
     array([ True, False])
     """
-    xp = array_namespace(outputs)
-    v = _check_vector(outputs, v, xp)
+    xp, outputs, v = _common(outputs, v, "outputs", floating=False)
     gap = xp.abs(xp.sort(outputs, axis=-1) - xp.sort(v))
     return xp.all(gap <= atol, axis=-1)
 
@@ -117,13 +151,12 @@ def soft_project(
     Array
         Shape ``(N, C)``; non-negative rows summing to :math:`\sum_k v_k` when :math:`v \ge 0`.
     """
-    xp = array_namespace(logits)
     tau = check_tau(tau)
     if isinstance(sinkhorn_iterations, bool) or not isinstance(sinkhorn_iterations, int):
         raise TypeError(f"sinkhorn_iterations must be an int >= 0; got {sinkhorn_iterations!r}")
     if sinkhorn_iterations < 0:
         raise ValueError(f"sinkhorn_iterations must be >= 0; got {sinkhorn_iterations}")
-    v = _check_vector(logits, v, xp)
+    xp, logits, v = _common(logits, v, "logits", floating=True)
     ordered = xp.sort(logits, axis=-1, descending=True)
     log_p = log_softmax(-xp.abs(ordered[:, :, None] - logits[:, None, :]) / tau, xp, axis=-1)
     for _ in range(sinkhorn_iterations):

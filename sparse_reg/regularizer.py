@@ -18,31 +18,44 @@ followed, with normalisation, by :math:`(d - n\,(n\cdot d))/\lVert z\rVert`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from sparse_reg._compat import array_namespace, device, host_scalar
 from sparse_reg._numerics import (
     Array,
     compute_dtype,
     label_mask,
     log_softmax,
     normalize_backward,
-    row_norm,
+    unit_rows,
 )
-from sparse_reg.backends import array_namespace, device
+from sparse_reg._validation import real_scalar
 from sparse_reg.losses import BaseLoss, get_loss
 
-__all__ = ["Objective", "SRTerms", "lp_penalty", "sharpen", "sr_terms"]
+__all__ = [
+    "DEFAULTS",
+    "OBJECTIVE_PARAMETERS",
+    "Objective",
+    "Parameter",
+    "SRTerms",
+    "lp_penalty",
+    "sharpen",
+    "sr_terms",
+]
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    number = real_scalar(value)
+    if number is None or not math.isfinite(number):
         raise TypeError(f"{name} must be a finite real number; got {value!r}")
-    if value <= 0:
+    if number <= 0:
         raise ValueError(f"{name} must be > 0; got {value!r}")
-    return float(value)
+    return number
 
 
 def check_tau(tau: Any) -> float:
@@ -69,23 +82,72 @@ def check_clamp(clamp: Any) -> float | None:
 
 
 def check_lam(lam: Any) -> Any:
-    """Validate the penalty weight: a number >= 0, or a 0-D array (not inspected: no sync)."""
-    if isinstance(lam, bool):
+    """Validate the penalty weight: a number >= 0 (Python or NumPy), or a 0-D array.
+
+    A NumPy number or 0-D NumPy array becomes a Python float. Another library's 0-D array is kept
+    (so a schedule can change it in place, and a tensor that requires grad gets its gradient);
+    its value is checked where reading it costs no device synchronisation (CPU tensors), and is
+    not inspected on a GPU or under tracing.
+    """
+    number = real_scalar(lam)
+    if number is None and (
+        getattr(lam, "ndim", None) != 0 or not _is_real(lam) or isinstance(lam, np.generic)
+    ):
         raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
-    if isinstance(lam, (int, float)):
-        if not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
-        return float(lam)
-    if getattr(lam, "ndim", None) != 0:
-        raise TypeError(f"lam must be a real number >= 0 or a 0-D array; got {lam!r}")
-    return lam
+    value = number if number is not None else host_scalar(lam)
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+    return number if number is not None else lam
+
+
+def _is_real(x: Any) -> bool:
+    """Whether array ``x`` has a real (integer or floating, not boolean) dtype."""
+    return bool(array_namespace(x).isdtype(x.dtype, ("integral", "real floating")))
+
+
+def check_normalize(normalize: Any) -> bool:
+    """Validate the normalisation switch: ``True`` or ``False``."""
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    return normalize
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of the objective: its name, default, validator and a one-line description.
+
+    :data:`OBJECTIVE_PARAMETERS` is the one list of them; :meth:`Objective.create`,
+    :func:`sparse_reg.loss`, :class:`sparse_reg.nn.SparseRegLoss` and the trainer's configuration
+    take their names, defaults and checks from it.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
+
+
+#: The objective's parameters besides the base loss and its own parameters, in signature order.
+OBJECTIVE_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("tau", 0.5, check_tau, "sharpening temperature tau > 0"),
+    Parameter("p", 0.1, check_p, "exponent p in (0, 1] of the penalty sum_k s_k^p"),
+    Parameter("lam", 1.0, check_lam, "penalty weight lambda >= 0 (a number or a 0-D array)"),
+    Parameter("normalize", False, check_normalize,
+              "L2-normalise the logits before dividing by tau (the official CIFAR code)"),
+    Parameter("clamp", None, check_clamp,
+              "clamp probabilities at this value before the power, as the official code (1e-7); "
+              "none: exact"),
+)
+#: Each parameter's default, by name.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({p.name: p.default for p in OBJECTIVE_PARAMETERS})
 
 
 @dataclass(frozen=True)
 class Objective:
     r"""A fully validated sparse-regularized objective :math:`L + \lambda\sum_k s_k^p`.
 
-    Build it with :meth:`create`; every argument is checked there, once.
+    Build it with :meth:`create`; every argument is checked there, once. The fields besides
+    ``base`` and ``params`` are :data:`OBJECTIVE_PARAMETERS`.
     """
 
     base: BaseLoss
@@ -97,30 +159,15 @@ class Objective:
     clamp: float | None
 
     @classmethod
-    def create(
-        cls,
-        base: str = "ce",
-        *,
-        tau: float = 0.5,
-        p: float = 0.1,
-        lam: Any = 1.0,
-        normalize: bool = False,
-        clamp: float | None = None,
-        **base_params: Any,
-    ) -> Objective:
-        """Validate the arguments of :func:`sparse_reg.loss` and bundle them."""
+    def create(cls, base: str = "ce", **arguments: Any) -> Objective:
+        """Validate the arguments of :func:`sparse_reg.loss` and bundle them.
+
+        ``arguments`` are the :data:`OBJECTIVE_PARAMETERS` (each defaulting to its
+        :attr:`Parameter.default`); every other name is a parameter of the base loss.
+        """
         loss = get_loss(base)
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be True or False; got {normalize!r}")
-        return cls(
-            base=loss,
-            params=MappingProxyType(loss.resolve_params(base_params)),
-            tau=check_tau(tau),
-            p=check_p(p),
-            lam=check_lam(lam),
-            normalize=normalize,
-            clamp=check_clamp(clamp),
-        )
+        fields = {p.name: p.check(arguments.pop(p.name, p.default)) for p in OBJECTIVE_PARAMETERS}
+        return cls(base=loss, params=MappingProxyType(loss.resolve_params(arguments)), **fields)
 
     def with_lam(self, lam: Any) -> Objective:
         """The same objective with another penalty weight (used by schedules)."""
@@ -169,10 +216,9 @@ def _sharpened_log_probs(
 ) -> tuple[Array, Array | None, Array | None]:
     """``log_softmax(z'/tau)`` with ``z'`` the (optionally L2-normalised) logits, plus the norm."""
     if not normalize:
-        return log_softmax(z / tau, xp), None, None
-    norm = row_norm(z, xp)
-    unit = z / norm
-    return log_softmax(unit / tau, xp), unit, norm
+        return log_softmax(z, xp, scale=tau), None, None
+    unit, norm = unit_rows(z, xp)
+    return log_softmax(unit, xp, scale=tau), unit, norm
 
 
 def sharpen(logits: Array, tau: float = 0.5, *, normalize: bool = False) -> Array:

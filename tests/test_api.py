@@ -163,3 +163,95 @@ def test_import_loads_no_optional_backend():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --- the backend registry and the layering -------------------------------------------------------
+
+
+def test_every_backend_row_provides_what_it_promises():
+    import importlib
+
+    from sparse_reg.backends import REGISTRY, BackendHooks
+
+    for row in REGISTRY.values():
+        if row.hooks is None:
+            assert not (row.fused or row.autograd or row.requires_device), row.name
+            continue
+        try:
+            module = importlib.import_module(row.hooks)
+        except ImportError as exc:  # the library itself is not installed here
+            pytest.skip(f"{row.hooks}: {exc}")
+        promised = ["from_host", "host_view"] + ["supports", "sr_terms"] * row.fused
+        promised += ["value_and_grad"] * row.autograd + ["require_device"] * row.requires_device
+        promised += ["differentiable_loss"] * (row.fused and row.autograd)
+        missing = [name for name in promised if not callable(getattr(module, name, None))]
+        assert not missing, f"{row.hooks} lacks {missing}"
+        assert all(hasattr(BackendHooks, name) for name in promised if name != "differentiable_loss")
+        assert row.test_ids and all(t.partition(":")[0] == row.name for t in row.test_ids)
+        assert set(row.gpu_ids) <= set(row.test_ids)
+
+
+#: The core's layers, lowest first: a module may import only from its own layer or a lower one.
+LAYERS = (
+    ("_numerics", "_compat", "errors", "_reduction", "_validation", "schedule"),
+    ("losses",),
+    ("regularizer", "projection"),
+    ("backends",),
+    ("_api",),
+    ("nn",),
+    ("train",),
+)
+
+
+def test_layers_point_one_way():
+    import ast
+    from pathlib import Path
+
+    package = Path(sr.__file__).parent
+    rank = {name: level for level, names in enumerate(LAYERS) for name in names}
+    for name, level in rank.items():
+        path = package / name if (package / name).is_dir() else package / f"{name}.py"
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparse_reg."):
+                    target = node.module.split(".")[1]
+                    assert rank.get(target, -1) <= level, f"{file.name} imports {node.module}"
+
+
+def test_signatures_take_the_objective_parameters_from_one_list():
+    import inspect
+
+    from sparse_reg.nn import SparseRegLoss
+    from sparse_reg.regularizer import OBJECTIVE_PARAMETERS
+    from sparse_reg.train.config import Config
+
+    loss_sig = inspect.signature(sr.loss).parameters
+    module_sig = inspect.signature(SparseRegLoss).parameters
+    config = Config()
+    for parameter in OBJECTIVE_PARAMETERS:
+        assert loss_sig[parameter.name].default == parameter.default
+        in_module = "schedule" if parameter.name == "lam" else parameter.name
+        assert module_sig[in_module].default == parameter.default
+        assert sr.Objective.create().__getattribute__(parameter.name) == parameter.check(parameter.default)
+    arguments = config.objective_arguments()
+    assert arguments["lam"] == config.lam0 and arguments["tau"] == config.tau
+    assert sr.Objective.create(**arguments).base.name == config.base_loss
+
+
+def test_labels_under_jax_jit_give_nan_rows_and_checkify_raises():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from jax.experimental import checkify
+
+    jnp = jax.numpy
+    z = jnp.asarray([[1.0, 2.0, 0.0], [0.5, 0.1, -1.0]])
+    per_sample = jax.jit(lambda z, y: sr.loss(z, y, reduction="none"))
+    values = np.asarray(per_sample(z, jnp.asarray([0, 5])))
+    assert np.isfinite(values[0]) and np.isnan(values[1])
+    grad = np.asarray(jax.jit(lambda z, y: sr.loss_and_grad(z, y)[1])(z, jnp.asarray([0, -1])))
+    assert np.isfinite(grad[0]).all() and np.isnan(grad[1]).all()
+    checked = checkify.checkify(jax.jit(lambda z, y: sr.loss(z, y)), errors=checkify.float_checks)
+    assert checked(z, jnp.asarray([0, 2]))[0].get() is None
+    with pytest.raises(Exception, match="nan generated"):
+        checked(z, jnp.asarray([0, 3]))[0].throw()

@@ -58,6 +58,19 @@ def test_bad_arrays(backend, logits, labels, error, message):
         ({"base": "focal", "detach_weight": "yes"}, ValueError, r"detach_weight .* must be True or False"),
         ({"backend": "tensorflow"}, ValueError, r"unknown backend 'tensorflow'; valid backends: numpy, torch"),
         ({"backend": 3}, TypeError, r"backend must be a string such as 'torch' or 'cupy'; got 3"),
+        # Every scalar is checked alike, whether Python, NumPy scalar or 0-D NumPy array.
+        ({"lam": np.float32(-1)}, ValueError, r"lam must be a finite number >= 0; got np.float32\(-1.0\)"),
+        ({"lam": np.array(-3.0)}, ValueError, r"lam must be a finite number >= 0; got array\(-3.\)"),
+        ({"lam": np.array(np.nan)}, ValueError, r"lam must be a finite number >= 0; got array\(nan\)"),
+        ({"lam": np.True_}, TypeError, r"lam must be a real number >= 0 or a 0-D array; got np.True_"),
+        ({"lam": np.array(1 + 1j)}, TypeError, r"lam must be a real number >= 0 or a 0-D array"),
+        ({"tau": np.float32(0)}, ValueError, r"tau must be > 0; got np.float32\(0.0\)"),
+        ({"tau": np.array(np.inf)}, TypeError, r"tau must be a finite real number; got array\(inf\)"),
+        ({"p": np.True_}, TypeError, r"p must be a finite real number; got np.True_"),
+        # Booleans are never numbers, and numbers are never switches.
+        ({"base": "gce", "q": True}, ValueError, r"q of base loss 'gce' must be a number in \(0, 1\]; got True"),
+        ({"base": "focal", "gamma": np.float64(-1)}, ValueError, r"gamma .* >= 0; got np.float64\(-1.0\)"),
+        ({"base": "focal", "detach_weight": 1}, ValueError, r"detach_weight .* must be True or False; got 1"),
     ],
 )
 def test_bad_arguments(kwargs, error, message):
@@ -65,6 +78,21 @@ def test_bad_arguments(kwargs, error, message):
         sr.loss(Z, Y, **kwargs)
     with pytest.raises(error, match=message):
         sr.loss_and_grad(Z, Y, **kwargs)
+
+
+def test_numpy_scalars_are_numbers():
+    want = float(sr.loss(Z, Y, base="gce", q=0.5, tau=0.5, lam=2.0))
+    got = sr.loss(Z, Y, base="gce", q=np.float32(0.5), tau=np.array(0.5), lam=np.float32(2))
+    assert float(got) == pytest.approx(want, rel=1e-12)
+
+
+def test_cpu_tensor_lam_is_checked_without_a_sync():
+    torch = pytest.importorskip("torch")
+    z, y = torch.as_tensor(Z), torch.as_tensor(Y)
+    with pytest.raises(ValueError, match=r"lam must be a finite number >= 0; got tensor\(-1.\)"):
+        sr.loss(z, y, lam=torch.tensor(-1.0))
+    with pytest.raises(TypeError, match=r"lam must be a real number >= 0 or a 0-D array; got tensor\(True\)"):
+        sr.loss(z, y, lam=torch.tensor(True))
 
 
 def test_backend_not_installed_names_the_extra(monkeypatch):

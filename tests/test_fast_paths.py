@@ -322,6 +322,29 @@ def test_torch_backward_twice_with_retained_graph():
     torch.testing.assert_close(z.grad, 2 * first)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_torch_backward_scaling_never_corrupts_a_retained_graph(reduction):
+    # The backward scales the saved gradient in place only when no later pass can need it.
+    logits, labels = _inputs()
+    z = torch.as_tensor(logits).requires_grad_(True)
+    value = sr.loss(z, torch.as_tensor(labels), reduction=reduction)
+    _, want = sr.loss_and_grad(logits, labels, reduction=reduction)
+    weight = torch.full(value.shape, 2.0, dtype=value.dtype)
+    for _ in range(3):
+        value.backward(weight, retain_graph=True)
+    np.testing.assert_allclose(z.grad.numpy(), 6 * want, rtol=1e-12, atol=1e-15)
+    z.grad = None
+    value.backward(weight)  # the last pass: in place
+    np.testing.assert_allclose(z.grad.numpy(), 2 * want, rtol=1e-12, atol=1e-15)
+
+
+def test_torch_backward_of_one_hands_back_the_computed_gradient():
+    logits, labels = _inputs()
+    z = torch.as_tensor(logits).requires_grad_(True)
+    sr.loss(z, torch.as_tensor(labels)).backward()
+    np.testing.assert_array_equal(z.grad.numpy(), sr.loss_and_grad(logits, labels)[1])
+
+
 def test_torch_lam_tensor_is_read_at_call_time():
     logits, labels = _inputs()
     lam = torch.tensor(0.5, dtype=torch.float64)
@@ -342,3 +365,117 @@ def test_torch_logging_terms_are_detached_and_reduced():
     value, base, penalty = torch_path.differentiable_terms(z, torch.as_tensor(labels), objective, "mean")
     assert value.requires_grad and not base.requires_grad and not penalty.requires_grad
     torch.testing.assert_close(value, base + objective.lam * penalty)
+
+
+# --- the declarations the fast paths derive from ----------------------------------------------
+
+
+def test_every_builtin_loss_has_a_cuda_kernel_entry():
+    from sparse_reg.backends import cupy as cupy_path
+
+    source = cupy_path.kernel_source("float32")
+    value_switch = source[source.index("loss_value("):source.index("loss_grad(")]
+    grad_switch = source[source.index("loss_grad("):source.index("combined_grad(")]
+    for name in BUILTIN_LOSSES:
+        terms = sr.get_loss(name).kernel
+        assert 1 <= len(terms) <= 2, f"built-in loss {name!r} has no CUDA kernel entry"
+        for term in terms:
+            assert term in cupy_path.KERNEL_TERMS[1:], f"{name!r}: unknown kernel term {term!r}"
+            assert f"case L_{term}:" in value_switch and f"case L_{term}:" in grad_switch, (name, term)
+        assert cupy_path.supports(_objective(name, False, None))
+
+
+def test_kernel_source_per_dtype_and_refusal():
+    from sparse_reg.backends import cupy as cupy_path
+
+    assert "#define in_t __half" in cupy_path.kernel_source("float16")
+    assert "#define acc_t double" in cupy_path.kernel_source("float64")
+    assert f"void {cupy_path.KERNEL_NAME}(" in cupy_path.kernel_source("float32")
+    with pytest.raises(ValueError, match=r"dtype must be one of .*got 'int8'"):
+        cupy_path.kernel_source("int8")
+
+
+def test_label_only_trait_matches_the_definitions():
+    # A label-only loss must give the same value and gradient on the label column as on the row.
+    logits, labels = _inputs(edges=False)
+    xp = np
+    log_s = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    mask = labels[:, None] == np.arange(logits.shape[1])
+    column = np.ones((len(labels), 1), dtype=bool)
+    log_s_y = log_s[mask][:, None]
+    for name in BUILTIN_LOSSES:
+        loss = sr.get_loss(name)
+        params = dict(loss.defaults)
+        with np.errstate(all="ignore"):  # nmae divides by C - 1 = 0 on a column: not label-only
+            on_column = loss.value(log_s_y, column, xp=xp, **params)
+        same = np.allclose(loss.value(log_s, mask, xp=xp, **params),
+                           on_column, rtol=1e-12)
+        dense = loss.grad(log_s, mask, xp=xp, **params)
+        same = same and np.allclose(dense[mask], loss.grad(log_s_y, column, xp=xp, **params)[:, 0],
+                                    rtol=1e-12) and not dense[~mask].any()
+        assert same == loss.label_only, name
+
+
+# --- autograd beyond the first derivative of the logits -----------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("logits_grad", [True, False])
+def test_torch_lam_that_requires_grad_gets_its_gradient(reduction, logits_grad):
+    logits, labels = _inputs()
+    grads = []
+    for fused in (True, False):
+        z = torch.as_tensor(logits).requires_grad_(logits_grad)
+        lam = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        value = sr.loss(z, torch.as_tensor(labels), lam=lam, normalize=True, reduction=reduction, fused=fused)
+        value.sum().backward()
+        grads.append(lam.grad)
+    assert grads[0] is not None
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("base", ["ce", "focal", "nce+rce"])
+def test_torch_double_backward_through_the_fused_path(base):
+    logits, labels = _inputs(n=6, c=4, edges=False)
+    y = torch.as_tensor(labels)
+    lam = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+    z = torch.as_tensor(logits).requires_grad_(True)
+
+    def fused(z, lam):
+        return sr.loss(z, y, base=base, lam=lam, normalize=True, tau=0.7)
+
+    assert torch.autograd.gradgradcheck(fused, (z, lam))
+    (g,) = torch.autograd.grad(fused(z, lam), z, create_graph=True)
+    (hessian_row,) = torch.autograd.grad(g[0, 0], z)
+    assert hessian_row.abs().max() > 0  # never the zeros of a gradient without history
+
+
+# --- the dtype's extremes ----------------------------------------------------------------------
+
+EXTREME_LOGITS = np.array([[3e38, -3e38, 1e38], [1e38, 2e38, -1e38], [1.0, 0.5, -1.0]])
+EXTREME_LABELS = np.array([0, 1, 2])
+
+
+def _finite_where_float64_is(got, want, tau):
+    in_range = np.isfinite(want) & (np.abs(want) < np.finfo(np.float32).max)
+    assert np.isfinite(got[in_range]).all()
+    # float32 rounding (cancellations of order eps) reaches the gradient multiplied by 1/tau
+    scale = max(np.abs(want[np.isfinite(want)]).max(initial=1.0), 1 / tau)
+    np.testing.assert_allclose(got[in_range], want[in_range], rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("tau", [0.5, 0.01, 1e-20])
+@pytest.mark.parametrize("base", BUILTIN_LOSSES)
+def test_float32_extremes_are_finite_where_float64_is(base, tau, normalize, fused):
+    if base.startswith("nfl") and not normalize and tau > 1e-20:
+        pytest.skip("documented limit: log-probabilities below float32's range make NFL's gradient NaN")
+    logits = EXTREME_LOGITS if tau > 1e-20 else EXTREME_LOGITS[2:]
+    labels = EXTREME_LABELS[: len(logits)]
+    args = dict(base=base, tau=tau, normalize=normalize, reduction="none")
+    with np.errstate(all="ignore"):
+        value, grad = sr.loss_and_grad(logits.astype(np.float32), labels, fused=fused, **args)
+        want_value, want_grad = sr.loss_and_grad(logits, labels, fused=False, **args)
+    _finite_where_float64_is(value, want_value, tau)
+    _finite_where_float64_is(grad, want_grad, tau)

@@ -113,3 +113,37 @@ def test_sparse_reg_loss_module_unfused_matches_fused():
         SparseRegLoss("nce+rce", fused=fused, schedule=2.0)(logits, torch.tensor([0, 1, 2, 3, 0, 1])).backward()
         grads.append(logits.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+# --- dtypes and libraries of the projections ----------------------------------------------------
+
+
+def test_projections_promote_dtypes_as_the_array_api_does(backend, numpy_of):
+    xp = backend.xp
+    mixed = sr.project(backend.asarray(np.array([[0.1, 0.7]], dtype=np.float32)), backend.asarray(np.array([1.0, 0.0])))
+    assert mixed.dtype == xp.result_type(xp.float32, xp.float64)
+    scores = backend.asarray(np.array([[3, 1, 2]], dtype=np.int32))
+    v = backend.asarray(np.array([0.5, 0.3, 0.2]))
+    projected = sr.project(scores, v)
+    assert projected.dtype == v.dtype  # integer scores take v's floating dtype
+    np.testing.assert_allclose(numpy_of(projected), [[0.5, 0.2, 0.3]])
+    assert numpy_of(sr.is_permutation_of(backend.asarray(np.array([[0, 1]])), backend.asarray(np.array([1.0, 0.0])))).all()
+    soft = sr.soft_project(scores, backend.asarray(np.array([1, 0, 0])), tau=0.1)
+    assert xp.isdtype(soft.dtype, "real floating")
+    assert numpy_of(soft)[0, 0] > 0.99
+
+
+@pytest.mark.parametrize("function", [sr.project, sr.soft_project, sr.is_permutation_of])
+def test_projections_refuse_two_device_libraries(function):
+    torch = pytest.importorskip("torch")
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(sr.errors.BackendMismatchError,
+                       match=r"is a torch array but v is a jax array; pass both from one library"):
+        function(torch.tensor([[1.0, 0.0]]), jnp.asarray([1.0, 0.0]))
+
+
+def test_projections_take_numpy_v_for_any_library():
+    torch = pytest.importorskip("torch")
+    out = sr.project(torch.tensor([[0.1, 0.7, 0.2]]), np.array([1.0, 0.0, 0.0]))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64))

@@ -1,65 +1,59 @@
-"""Backend dispatch: the one place that knows array-library names.
+"""Backend dispatch: resolve the library and device of a call, and move data between libraries.
 
 The logits decide the library and the device; labels follow them. Host (NumPy) data is moved to
 another library only when asked for with ``backend=``. A hop between two device libraries is never
 implicit: it hides a copy or a stream hazard, so it is refused with a pointer to :func:`to_backend`.
 
-Supported names: ``"numpy"``, ``"torch"``, ``"cupy"``, ``"jax"`` and ``"array_api_strict"``. A device
-may follow a colon, as in ``"torch:cuda"`` or ``"torch:cuda:1"``.
+The supported libraries and what each provides are the rows of :data:`REGISTRY` (see
+:mod:`sparse_reg.backends._registry` for the contract): ``"numpy"``, ``"torch"``, ``"cupy"``,
+``"jax"`` and ``"array_api_strict"``. A device may follow a colon, as in ``"torch:cuda"`` or
+``"torch:cuda:1"``.
 """
 
 from __future__ import annotations
 
 import importlib
-from functools import cache
 from types import ModuleType
 from typing import Any
 
-from sparse_reg.backends._compat import (
+from sparse_reg._compat import (
     array_namespace,
     device,
     is_array_api_obj,
     is_lazy_array,
     is_torch_array,
     library_of,
+    namespace_of,
 )
+from sparse_reg.backends._registry import REGISTRY, Backend, BackendHooks, get_backend
 from sparse_reg.errors import BackendMismatchError, BackendUnavailableError
 
 __all__ = [
     "BACKENDS",
+    "REGISTRY",
+    "Backend",
+    "BackendHooks",
     "array_namespace",
     "device",
     "fast_path",
+    "get_backend",
     "import_library",
     "is_lazy_array",
     "library_of",
     "resolve",
+    "resolve_call",
     "to_backend",
 ]
 
-#: Backend name -> (module to import, the extra that installs it).
-_LIBRARIES: dict[str, tuple[str, str]] = {
-    "numpy": ("numpy", "sparse_reg"),
-    "torch": ("torch", "sparse_reg[torch]"),
-    "cupy": ("cupy", "sparse_reg[cupy]"),
-    "jax": ("jax.numpy", "sparse_reg[jax]"),
-    "array_api_strict": ("array_api_strict", "sparse_reg[test]"),
-}
-BACKENDS: tuple[str, ...] = tuple(_LIBRARIES)
-
-#: Backends with a fused value-and-gradient implementation, and the module that holds it.
-_FAST_PATHS: dict[str, str] = {
-    "numpy": "sparse_reg.backends.numpy",
-    "torch": "sparse_reg.backends.torch",
-    "cupy": "sparse_reg.backends.cupy",
-}
+#: The names ``backend=`` accepts.
+BACKENDS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def _split(backend: str) -> tuple[str, str | None]:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string such as 'torch' or 'cupy'; got {backend!r}")
     name, _, dev = backend.partition(":")
-    if name not in _LIBRARIES:
+    if name not in REGISTRY:
         raise ValueError(
             f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)} "
             "(a device may follow a colon, e.g. 'torch:cuda')"
@@ -76,51 +70,34 @@ def import_library(backend: str) -> ModuleType:
         The library is not installed, or (CuPy) no CUDA device is present.
     """
     name, _ = _split(backend)
-    module_name, extra = _LIBRARIES[name]
+    row = REGISTRY[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(row.import_name)
     except Exception as exc:  # CuPy fails with RuntimeError, not ImportError, on a broken CUDA
         raise BackendUnavailableError(
-            f"backend={name!r} needs the {module_name.split('.')[0]!r} package, which could not be "
-            f"imported ({type(exc).__name__}: {exc}); install it with: pip install '{extra}'"
+            f"backend={name!r} needs the {row.import_name.split('.')[0]!r} package, which could not "
+            f"be imported ({type(exc).__name__}: {exc}); install it with: pip install '{row.extra}'"
         ) from exc
-    if name == "cupy":
-        _require_cuda_devices(module)
+    if row.requires_device:
+        row.hooks_module.require_device()
     return module
-
-
-def _require_cuda_devices(cupy: ModuleType) -> None:
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        raise BackendUnavailableError(
-            f"backend='cupy' needs a CUDA device, but CUDA reported: {exc}"
-        ) from exc
-    if count == 0:
-        raise BackendUnavailableError("backend='cupy' needs a CUDA device; none was found")
 
 
 def _from_host(x: Any, backend: str) -> Any:
     """Copy host (NumPy) data into the library and device named by ``backend``."""
     name, dev = _split(backend)
     lib = import_library(name)
-    if name == "numpy":
-        return x
-    if name == "torch":
-        target = lib.device(dev or "cpu")
-        if target.type == "cuda" and not lib.cuda.is_available():
-            raise BackendUnavailableError(
-                f"backend={backend!r} needs a CUDA device, but torch.cuda.is_available() is False"
-            )
-        return lib.as_tensor(x, device=target)
-    if name == "jax":
-        import jax
+    hooks = REGISTRY[name].hooks_module
+    return hooks.from_host(x, dev) if hooks is not None else lib.asarray(x)
 
-        return jax.device_put(lib.asarray(x), jax.devices(dev)[0] if dev else None)
-    return lib.asarray(x)
+
+#: Types already seen to be arrays: the check is per type, and a measurable part of a small call.
+_ARRAY_TYPES: set[type] = set()
 
 
 def _as_array(x: Any, argument: str) -> Any:
+    if type(x) in _ARRAY_TYPES:
+        return x
     if isinstance(x, (list, tuple)):
         import numpy as np
 
@@ -130,6 +107,7 @@ def _as_array(x: Any, argument: str) -> Any:
             f"{argument} must be an array (NumPy, CuPy, PyTorch, JAX or any array-API library); "
             f"got {type(x).__name__}"
         )
+    _ARRAY_TYPES.add(type(x))
     return x
 
 
@@ -150,29 +128,34 @@ def resolve(logits: Any, labels: Any, backend: str | None = None) -> tuple[Modul
         ``logits`` belongs to a library other than NumPy and ``backend`` names another one, or
         ``labels`` belongs to a device library other than the logits'.
     """
+    return resolve_call(logits, labels, backend)[1:]
+
+
+def resolve_call(
+    logits: Any, labels: Any, backend: str | None = None
+) -> tuple[Backend | None, ModuleType, Any, Any]:
+    """:func:`resolve`, with the :class:`Backend` row of the library the call runs in first
+    (``None`` for an array-API library outside :data:`REGISTRY`)."""
     logits = _as_array(logits, "logits")
     labels = _as_array(labels, "labels")
+    library = library_of(logits)
     if backend is not None:
         name, _ = _split(backend)
-        have = library_of(logits)
-        if have != name:
-            if have != "numpy":
+        if library != name:
+            if library != "numpy":
                 raise BackendMismatchError(
-                    f"backend={backend!r} was asked for, but logits is a {have} array; convert it "
-                    f"explicitly with sparse_reg.backends.to_backend(logits, {name!r}) "
+                    f"backend={backend!r} was asked for, but logits is a {library} array; convert "
+                    f"it explicitly with sparse_reg.backends.to_backend(logits, {name!r}) "
                     "(zero-copy through DLPack on the same device)"
                 )
-            logits = _from_host(logits, backend)
-    xp = array_namespace(logits)
-    logits_library, labels_library = library_of(logits), library_of(labels)
-    if labels_library != logits_library:
+            logits, library = _from_host(logits, backend), name
+    xp = namespace_of(logits)
+    labels_library = library_of(labels)
+    if labels_library != library:
         if labels_library != "numpy":
-            raise BackendMismatchError(
-                f"logits is a {logits_library} array but labels is a {labels_library} array; "
-                "pass both from one library, or convert with sparse_reg.backends.to_backend"
-            )
+            raise BackendMismatchError.mixed("logits", library, "labels", labels_library)
         labels = xp.asarray(labels, device=device(logits))
-    return xp, logits, labels
+    return REGISTRY.get(library), xp, logits, labels
 
 
 def to_backend(x: Any, backend: str) -> Any:
@@ -212,10 +195,5 @@ def to_backend(x: Any, backend: str) -> Any:
 
 def fast_path(x: Any) -> ModuleType | None:
     """The fused implementation module for the library of array ``x``, or ``None``."""
-    return _fast_path_module(library_of(x))
-
-
-@cache
-def _fast_path_module(library: str) -> ModuleType | None:
-    module = _FAST_PATHS.get(library)
-    return importlib.import_module(module) if module else None
+    row = get_backend(library_of(x))
+    return row.fast_path if row is not None else None

@@ -13,8 +13,9 @@ The mathematics is the core's (:mod:`sparse_reg.regularizer`), with :math:`\ell 
    \frac{\partial J}{\partial u_j} = \lambda p A_j W_j + G_j - s_j\Bigl(\lambda p Q + \sum_k G_k\Bigr),
 
 then :math:`1/\tau` and, with normalisation, :math:`(d - n\,(n\cdot d))/\lVert z\rVert`. Every
-built-in base loss is :math:`\alpha L_1 + \beta L_2` with :math:`L_1, L_2` from a fixed list; the
-kernel selects them by integer codes, so one compiled kernel per dtype serves them all. The
+built-in base loss is :math:`\alpha L_1 + \beta L_2` with :math:`L_1, L_2` from the fixed list
+:data:`KERNEL_TERMS`, named by each loss's :attr:`~sparse_reg.BaseLoss.kernel`; the kernel selects
+them by integer codes, so one compiled kernel per dtype serves them all. The
 per-loss formulas mirror :mod:`sparse_reg.losses` line for line (same log-domain forms, same
 guards) and are checked against it by the test suite.
 
@@ -29,38 +30,29 @@ from functools import cache
 from typing import Any
 
 from sparse_reg._numerics import NORM_EPS
-from sparse_reg.losses import RCE_SCALE, BaseLoss, get_loss
+from sparse_reg.errors import BackendUnavailableError
+from sparse_reg.losses import RCE_SCALE, BaseLoss
 from sparse_reg.regularizer import Objective, SRTerms
 from sparse_reg.regularizer import sr_terms as core_sr_terms
 
-__all__ = ["available", "fused_terms", "sr_terms", "supports", "torch_terms"]
+__all__ = [
+    "available",
+    "from_host",
+    "fused_terms",
+    "host_view",
+    "kernel_source",
+    "require_device",
+    "sr_terms",
+    "supports",
+    "torch_terms",
+]
 
-#: Loss codes shared with the kernel source below.
-_NONE, _CE, _FOCAL, _GCE, _MAE, _MSE, _RCE, _NCE, _NFL, _NGCE, _NMAE = range(11)
-
-#: Built-in loss name -> (code of L1, code of L2); the weights alpha, beta come from the params.
-_COMPOSITION: dict[str, tuple[int, int]] = {
-    "ce": (_CE, _NONE),
-    "focal": (_FOCAL, _NONE),
-    "gce": (_GCE, _NONE),
-    "mae": (_MAE, _NONE),
-    "mse": (_MSE, _NONE),
-    "rce": (_RCE, _NONE),
-    "nce": (_NCE, _NONE),
-    "nfl": (_NFL, _NONE),
-    "ngce": (_NGCE, _NONE),
-    "nmae": (_NMAE, _NONE),
-    "sce": (_CE, _RCE),
-    "nce+rce": (_NCE, _RCE),
-    "nce+mae": (_NCE, _MAE),
-    "nfl+rce": (_NFL, _RCE),
-    "nfl+mae": (_NFL, _MAE),
-}
-
-#: Registered objects, matched by identity: a user may re-register a name with other semantics.
-_KERNEL_LOSSES: tuple[tuple[BaseLoss, tuple[int, int]], ...] = tuple(
-    (get_loss(name), codes) for name, codes in _COMPOSITION.items()
+#: The kernel's loss terms, in the order of their integer codes (``L_CE`` is 1, ...). A loss names
+#: its terms in :attr:`sparse_reg.BaseLoss.kernel`; the ``#define`` lines are generated from this.
+KERNEL_TERMS: tuple[str, ...] = (
+    "NONE", "CE", "FOCAL", "GCE", "MAE", "MSE", "RCE", "NCE", "NFL", "NGCE", "NMAE",
 )
+_CODE = {term: code for code, term in enumerate(KERNEL_TERMS)}
 
 #: Warps (rows) per thread block, and the shared memory one block may use for its cached rows.
 WARPS_PER_BLOCK = 4
@@ -80,18 +72,6 @@ _SOURCE = r"""
 #ifndef INFINITY  // NVRTC compiles without the host math headers
 #define INFINITY __int_as_float(0x7f800000)
 #endif
-
-#define L_NONE 0
-#define L_CE 1
-#define L_FOCAL 2
-#define L_GCE 3
-#define L_MAE 4
-#define L_MSE 5
-#define L_RCE 6
-#define L_NCE 7
-#define L_NFL 8
-#define L_NGCE 9
-#define L_NMAE 10
 
 __device__ __forceinline__ acc_t warp_sum(acc_t v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
@@ -331,32 +311,80 @@ def available() -> bool:
         return False
 
 
-def _codes(loss: BaseLoss) -> tuple[int, int] | None:
-    for known, codes in _KERNEL_LOSSES:
-        if loss is known:
-            return codes
+def require_device() -> None:
+    """Raise :class:`~sparse_reg.errors.BackendUnavailableError` unless CUDA reports a device."""
+    import cupy
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"backend='cupy' needs a CUDA device, but CUDA reported: {exc}"
+        ) from exc
+    if count == 0:
+        raise BackendUnavailableError("backend='cupy' needs a CUDA device; none was found")
+
+
+def from_host(x: Any, device: str | None) -> Any:
+    """Copy host data to CuPy's current CUDA device."""
+    import cupy
+
+    return cupy.asarray(x)
+
+
+def host_view(x: Any) -> None:
+    """CuPy arrays live in device memory."""
     return None
 
 
+def _codes(loss: BaseLoss) -> tuple[int, int] | None:
+    """The kernel codes of ``loss``'s terms (the second ``L_NONE`` for one term), or ``None``."""
+    if not loss.kernel or any(term not in _CODE for term in loss.kernel):
+        return None
+    first, *rest = loss.kernel
+    return _CODE[first], _CODE[rest[0] if rest else "NONE"]
+
+
 def supports(objective: Objective) -> bool:
-    """Fused for every built-in base loss; user-registered losses run on the array-API core."""
+    """Fused for every loss whose :attr:`~sparse_reg.BaseLoss.kernel` terms the kernel has (the
+    built-ins); user-registered losses run on the array-API core."""
     return _codes(objective.base) is not None
 
 
-@cache
-def _kernel(in_dtype: str, acc_dtype: str) -> Any:
-    import cupy
+#: Logits dtype -> (C type of the logits and gradient, C type of the arithmetic).
+_C_TYPES = {"float16": ("__half", "float"), "float32": ("float", "float"), "float64": ("double", "double")}
 
-    c_types = {"float16": "__half", "float32": "float", "float64": "double"}
+#: Name of the kernel's entry point in :func:`kernel_source`, and the NVRTC options it needs.
+KERNEL_NAME = "sr_fused"
+KERNEL_OPTIONS = ("--std=c++14",)
+
+
+def kernel_source(dtype: str) -> str:
+    """The complete CUDA C++ source of the kernel for logits of ``dtype``.
+
+    ``dtype`` is ``"float16"``, ``"float32"`` or ``"float64"``; float16 computes in float. Compile
+    it with NVRTC (entry point :data:`KERNEL_NAME`, options :data:`KERNEL_OPTIONS`).
+    """
+    if dtype not in _C_TYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(repr, _C_TYPES))}; got {dtype!r}")
+    in_type, acc_type = _C_TYPES[dtype]
     defines = [
-        f"#define in_t {c_types[in_dtype]}",
-        f"#define acc_t {c_types[acc_dtype]}",
+        f"#define in_t {in_type}",
+        f"#define acc_t {acc_type}",
         f"#define RCE_SCALE {RCE_SCALE!r}",
         f"#define NORM_EPS {NORM_EPS!r}",
+        *(f"#define L_{term} {code}" for code, term in enumerate(KERNEL_TERMS)),
     ]
-    if in_dtype == "float16":
+    if dtype == "float16":
         defines.append("#define SR_HALF 1")
-    return cupy.RawKernel("\n".join(defines) + _SOURCE, "sr_fused", options=("--std=c++14",))
+    return "\n".join(defines) + _SOURCE
+
+
+@cache
+def _kernel(in_dtype: str) -> Any:
+    import cupy
+
+    return cupy.RawKernel(kernel_source(in_dtype), KERNEL_NAME, options=KERNEL_OPTIONS)
 
 
 def _launch(
@@ -387,7 +415,7 @@ def _launch(
     if lam_on_device:
         lam = cupy.ascontiguousarray(lam, dtype=cupy.float64)
     blocks = math.ceil(num_rows / WARPS_PER_BLOCK)
-    _kernel(logits.dtype.name, acc_dtype.name)(
+    _kernel(logits.dtype.name)(
         (blocks,),
         (32 * WARPS_PER_BLOCK,),
         (

@@ -1,4 +1,5 @@
-"""JAX hook: autograd for value-only user losses (the array-API core runs on JAX unchanged)."""
+"""JAX hooks: host transfer and autograd for value-only user losses (the array-API core runs on JAX
+unchanged)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from typing import Any
 
 import jax
 
-__all__ = ["value_and_grad"]
+__all__ = ["from_host", "host_view", "value_and_grad"]
+
+
+def from_host(x: Any, device: str | None) -> Any:
+    """Copy host data to JAX's default device, or to the first device of platform ``device``."""
+    return jax.device_put(jax.numpy.asarray(x), jax.devices(device)[0] if device else None)
+
+
+def host_view(x: Any) -> None:
+    """No cheap view: JAX arrays may be traced, and reading one waits for its computation."""
+    return None
 
 
 def value_and_grad(per_sample: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:

@@ -19,11 +19,12 @@ The mathematics is the core's (see :mod:`sparse_reg.regularizer`). With :math:`\
    \frac{\partial J}{\partial u_j} = \lambda p A_j W_j + G_j - s_j\Bigl(\lambda p Q + \sum_k G_k\Bigr).
 
 Base losses come from the registry unchanged, except CE, the hottest, whose value
-:math:`-\ell_y` and gradient :math:`-e_y` are spelled out. For the losses that depend on
-:math:`\ell` only through :math:`\ell_y` (focal, GCE, MAE, RCE, SCE), :math:`G = g_y e_y`, so their
-value and :math:`g_y` are evaluated by the registry on the label column alone, an ``(N, 1)``
-problem, and the dense ``(N, C)`` one-hot gradient is never formed. With normalisation,
-:math:`u \le 1/\tau`, so the log-sum-exp is shifted by that bound rather than by the row maximum.
+:math:`-\ell_y` and gradient :math:`-e_y` are spelled out. For the losses declared
+:attr:`~sparse_reg.BaseLoss.label_only` (focal, GCE, MAE, RCE, SCE among the built-ins),
+:math:`G = g_y e_y`, so their value and :math:`g_y` are evaluated by the registry on the label
+column alone, an ``(N, 1)`` problem, and the dense ``(N, C)`` one-hot gradient is never formed.
+With normalisation, :math:`u \le 1/\tau`, so the log-sum-exp is shifted by that bound rather than
+by the row maximum.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import numpy as np
 
+from sparse_reg._compat import array_namespace
 from sparse_reg._numerics import NORM_EPS
 from sparse_reg.backends import _cpu_kernel
-from sparse_reg.backends._compat import array_namespace
 from sparse_reg.losses import BUILTIN_LOSSES, get_loss
 from sparse_reg.regularizer import Objective, SRTerms
 
-__all__ = ["fused_terms", "sr_terms", "supports"]
+__all__ = ["from_host", "fused_terms", "host_view", "sr_terms", "supports"]
 
 #: Elements per scratch buffer in one row block: 2**16 float32 values (256 KiB) keep the two
 #: scratch buffers, the input rows and the output rows of a block inside a 1 MiB L2 cache.
@@ -59,20 +61,26 @@ _SHORT_ROW = 128
 THREAD_MIN_ELEMENTS = 2**20
 
 
-# Value and gradient depend on log s only through log s_y and not on C (nmae divides by C - 1,
-# mse/nce/nfl/ngce use every class), so the (N, 1) label column is a complete input for them.
-# Matched by identity, not name: a user may re-register "ce" with other semantics.
-# The tuples keep the objects alive, so their ids are never reused by another loss.
-_LABEL_ONLY_LOSSES = tuple(get_loss(name) for name in ("ce", "focal", "gce", "mae", "rce", "sce"))
-_BUILTIN_LOSSES = tuple(get_loss(name) for name in BUILTIN_LOSSES)
-_LABEL_ONLY = frozenset(map(id, _LABEL_ONLY_LOSSES))
-_BUILTIN = frozenset(map(id, _BUILTIN_LOSSES))
+# Matched by identity, not name: a user may re-register "ce" with other semantics. The tuple keeps
+# the objects alive, so their ids are never reused by another loss.
 _CE = get_loss("ce")
+_BUILTIN_LOSSES = tuple(get_loss(name) for name in BUILTIN_LOSSES)
+_BUILTIN = frozenset(map(id, _BUILTIN_LOSSES))
 # The namespace the core hands the registry for NumPy input. The built-in losses use only functions
 # NumPy 2 itself provides with standard semantics, so they get NumPy directly (no wrapper overhead).
 _XP = array_namespace(np.empty(0))
 _POOL: ThreadPoolExecutor | None = None
 _CPUS = os.cpu_count() or 1
+
+
+def from_host(x: Any, device: str | None) -> Any:
+    """Host data is NumPy data already."""
+    return x
+
+
+def host_view(x: np.ndarray) -> np.ndarray:
+    """A NumPy array is its own host view."""
+    return x
 
 
 def supports(objective: Objective) -> bool:
@@ -92,8 +100,16 @@ def _row_sum(x: np.ndarray) -> np.ndarray:
     times faster there than a reduction or ``np.vecdot``), NumPy's pairwise summation otherwise
     (error growing as log C)."""
     if x.shape[1] <= _SHORT_ROW:
-        return x @ np.ones(x.shape[1], dtype=x.dtype)
+        return x @ _ones(x.shape[1], x.dtype)
     return np.add.reduce(x, axis=1)
+
+
+@cache
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of ones, made once per (length, dtype)."""
+    ones = np.ones(length, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def _block(
@@ -119,7 +135,15 @@ def _block(
     probs = np.empty_like(z)  # exp(u - m), then s, then scratch
     factor = grad_scale / tau  # the chain rule's 1/tau, and the caller's scale
     if objective.normalize:
-        norm = np.maximum(np.sqrt(np.vecdot(z, z))[:, None], NORM_EPS)
+        squares = np.vecdot(z, z)
+        if rows and not np.isfinite(np.maximum.reduce(squares)):
+            # Squares of logits beyond ~1e19 overflow float32. Normalisation ignores the scale of a
+            # row, so divide each row by its largest entry (the gradient then by the same).
+            peak = np.maximum.reduce(np.abs(z), axis=1, keepdims=True)
+            peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1)
+            z = z / peak
+            squares, factor = np.vecdot(z, z), factor / peak
+        norm = np.maximum(np.sqrt(squares)[:, None], NORM_EPS)
         # the projection of the normalisation's backward vanishes where the norm is clamped
         projection = (norm > NORM_EPS) / (norm * norm)
         factor = factor / norm  # the backward's 1/|z|, folded into the coefficients below
@@ -129,10 +153,12 @@ def _block(
         np.subtract(z, norm, out=work)
         np.divide(work, norm * tau, out=work)
     else:
-        np.divide(z, norm * tau if objective.normalize else tau, out=work)
-        # log-softmax by the max shift. The core shifts a row without a finite maximum by 0; such a
-        # row (only -inf, or holding +inf or NaN) is NaN either way, so that fix-up is skipped.
-        np.subtract(work, np.maximum.reduce(work, axis=1, keepdims=True), out=work)
+        # log-softmax by the max shift, taken before the division so z / tau is never formed (it
+        # overflows for logits near the dtype's limit or a tiny tau). The core shifts a row without
+        # a finite maximum by 0; such a row (only -inf, or holding +inf or NaN) is NaN either way,
+        # so that fix-up is skipped.
+        np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True), out=work)
+        np.divide(work, norm * tau if objective.normalize else tau, out=work)
     np.exp(work, out=probs)
     total = _row_sum(probs)[:, None]
     np.subtract(work, np.log(total), out=work)
@@ -142,7 +168,7 @@ def _block(
         # The hottest loss, spelled out: its registry value is -log s_y and its gradient -e_y.
         np.negative(work[at_label], out=base_out)
         dense, label_grad, grad_sum = None, -1.0, -1.0
-    elif id(objective.base) in _LABEL_ONLY:
+    elif objective.base.label_only:
         column = np.ones((rows, 1), dtype=bool)
         log_s_y = work[at_label][:, None]
         base_out[...] = objective.base.value(log_s_y, column, xp=xp, **params)

@@ -1,14 +1,16 @@
-"""PyTorch path: an ``autograd.Function`` whose forward computes the value and the gradient together.
+"""PyTorch hooks, and the package's one ``autograd.Function``.
 
-Autograd never records the formula. The forward pass runs one fused implementation, and the backward
-pass only scales the saved gradient, instead of replaying dozens of small kernels and keeping their
-activations:
+Autograd never records the formula. :class:`SparseRegFunction`'s forward runs one fused
+implementation (an *engine*) that gives the reduced value and the gradient together, and its
+backward only hands back the saved gradient (scaled when the incoming gradient is not 1), instead
+of replaying dozens of small kernels and keeping their activations. The native engine:
 
 * CPU tensors run the row-blocked NumPy kernel of :mod:`sparse_reg.backends.numpy` on the tensor's
-  own memory (zero copy; 16-bit tensors are widened to float32 first, as autocast would).
+  own memory (zero copy; bfloat16 tensors are widened to float32 first, as autocast would).
 * CUDA tensors run the CuPy RawKernel of :mod:`sparse_reg.backends.cupy` on torch's current stream,
   through DLPack, when CuPy is installed; otherwise, and on other devices, the array-API core.
 
+The trainer's NumPy and CuPy backends pass their own engine, so they share this function.
 :math:`\\lambda` is read from the objective at call time and a 0-D tensor is never turned into a
 Python number on a GPU (no synchronisation), so a schedule that changes it never recompiles a
 captured training step.
@@ -20,18 +22,45 @@ import importlib
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from sparse_reg._api import reduce
+from sparse_reg._reduction import gradient_scale, reduce_objective
 from sparse_reg.backends import numpy as numpy_path
+from sparse_reg.errors import BackendUnavailableError
 from sparse_reg.regularizer import Objective, SRTerms
 from sparse_reg.regularizer import sr_terms as core_sr_terms
 
-__all__ = ["differentiable_loss", "differentiable_terms", "sr_terms", "supports", "value_and_grad"]
+__all__ = [
+    "Engine",
+    "Reduced",
+    "SparseRegFunction",
+    "differentiable_loss",
+    "differentiable_terms",
+    "from_host",
+    "host_view",
+    "native_engine",
+    "sr_terms",
+    "supports",
+    "value_and_grad",
+]
 
-_WIDENED = (torch.float16, torch.bfloat16)
+
+def from_host(x: object, device: str | None) -> torch.Tensor:
+    """Copy host data to a tensor on ``device`` (default: the CPU)."""
+    target = torch.device(device or "cpu")
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"backend='torch:{device}' needs a CUDA device, but torch.cuda.is_available() is False"
+        )
+    return torch.as_tensor(x, device=target)
+
+
+def host_view(x: torch.Tensor) -> np.ndarray | None:
+    """The tensor's memory as a NumPy array when it is on the CPU (zero copy), else ``None``."""
+    return x.numpy() if x.device.type == "cpu" and not x.requires_grad else None
 
 
 def supports(objective: Objective) -> bool:
@@ -70,29 +99,6 @@ def _cpu_numpy_terms(
     return terms, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
 
 
-def _cpu_terms(
-    logits: torch.Tensor, labels: torch.Tensor, objective: Objective, need_grad: bool, scale: float
-) -> SRTerms:
-    terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, scale)
-    return SRTerms(torch.from_numpy(terms.base), torch.from_numpy(terms.penalty), grad)
-
-
-def _terms(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    objective: Objective,
-    need_grad: bool,
-    scale: float = 1.0,
-) -> SRTerms:
-    """Per-sample terms, with the gradient multiplied by ``scale`` (folded into the kernel)."""
-    if logits.device.type == "cpu":
-        return _cpu_terms(logits, labels, objective, need_grad, scale)
-    cupy_path = _cupy_path() if logits.device.type == "cuda" else None
-    if cupy_path is not None:
-        return cupy_path.torch_terms(logits, labels, objective, need_grad=need_grad, grad_scale=scale)
-    return core_sr_terms(logits.detach(), labels, objective, need_grad=need_grad, grad_scale=scale)
-
-
 def sr_terms(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -105,62 +111,139 @@ def sr_terms(
 
     The result carries no autograd history; use :func:`differentiable_terms` for that.
     """
-    return _terms(logits, labels, objective, need_grad, grad_scale)
+    if logits.device.type == "cpu":
+        terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, grad_scale)
+        return SRTerms(torch.from_numpy(terms.base), torch.from_numpy(terms.penalty), grad)
+    cupy_path = _cupy_path() if logits.device.type == "cuda" else None
+    if cupy_path is not None:
+        return cupy_path.torch_terms(logits, labels, objective, need_grad=need_grad, grad_scale=grad_scale)
+    return core_sr_terms(logits.detach(), labels, objective, need_grad=need_grad, grad_scale=grad_scale)
 
 
-def _mean_scale(reduction: str, num_rows: int) -> float:
-    return 1.0 / max(num_rows, 1) if reduction == "mean" else 1.0
+class Reduced(NamedTuple):
+    """What an engine returns: the reduced objective, its two terms, and the gradient.
+
+    ``value = base + lam * penalty``, each reduced as asked (``(N,)`` for ``"none"``); ``grad`` is
+    :math:`\\partial\\,\\text{value}/\\partial z` (``None`` when not asked for), in the logits'
+    dtype and device.
+    """
+
+    value: torch.Tensor
+    base: torch.Tensor
+    penalty: torch.Tensor
+    grad: torch.Tensor | None
 
 
-def _reduced(terms: SRTerms, lam: object, reduction: str, xp: ModuleType) -> tuple[object, ...]:
-    """The reduced value, base and penalty, in the namespace of ``terms`` (NumPy on the CPU)."""
-    if reduction == "none":
-        return terms.base + lam * terms.penalty, terms.base, terms.penalty
-    base, penalty = reduce(terms.base, reduction, xp), reduce(terms.penalty, reduction, xp)
-    return base + lam * penalty, base, penalty
+#: ``engine(logits, labels, objective, need_grad, reduction) -> Reduced``: one fused evaluation.
+Engine = Callable[[torch.Tensor, torch.Tensor, Objective, bool, str], Reduced]
 
 
-class _SparseRegFunction(torch.autograd.Function):
-    """One differentiable output; the base and penalty terms for logging go to ``logs``.
+def native_engine(
+    logits: torch.Tensor, labels: torch.Tensor, objective: Objective, need_grad: bool, reduction: str
+) -> Reduced:
+    """The fused value and gradient of torch tensors, on their own device (see the module text)."""
+    scale = gradient_scale(reduction, logits.shape[0])
+    if logits.device.type == "cpu":
+        # Reduce on the NumPy side: for small batches each torch op costs more than the math.
+        terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, scale)
+        value, base, penalty = reduce_objective(
+            terms.base, terms.penalty, float(objective.lam), reduction, np
+        )
+        as_tensor = torch.from_numpy
+        return Reduced(
+            as_tensor(np.asarray(value)), as_tensor(np.asarray(base)), as_tensor(np.asarray(penalty)), grad
+        )
+    terms = sr_terms(logits, labels, objective, need_grad=need_grad, grad_scale=scale)
+    return Reduced(*reduce_objective(terms.base, terms.penalty, objective.lam, reduction, torch), terms.grad)
 
-    Returning them as extra (non-differentiable) outputs would cost each call autograd bookkeeping
-    that matters for the small batches of the paper's setting.
+
+def _keeps_graph() -> bool:
+    """Whether the running backward pass keeps the graph (``retain_graph``) for another pass.
+
+    Asked through torch's own query (the one its compiled autograd uses); where that is absent,
+    assume it does, which only costs the in-place scaling.
+    """
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
+
+
+class SparseRegFunction(torch.autograd.Function):
+    r"""The reduced objective, differentiable through the gradient its forward already computed.
+
+    ``forward(logits, labels, lam, objective, reduction, engine, logs)``: ``engine`` is an
+    :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it is a tensor that requires
+    grad (it then gets :math:`\partial\,\text{value}/\partial\lambda`, the reduced penalty),
+    else ``None``. The reduced base and penalty terms (detached, for logging) are appended to the
+    list ``logs``, since returning them as extra non-differentiable outputs would cost each call
+    autograd bookkeeping that matters for the small batches of the paper's setting.
+
+    A backward pass that builds a graph itself (``create_graph=True``, for second derivatives)
+    differentiates the array-API reference instead, so higher derivatives are exact.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, objective, reduction, logs):
-        # The mean's 1/N is applied inside the kernel, so backward is one multiply by grad_value.
-        need_grad = ctx.needs_input_grad[0]
-        scale = _mean_scale(reduction, logits.shape[0])
-        if logits.device.type == "cpu":
-            # Reduce on the NumPy side: for small batches each torch op costs more than the math.
-            terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, scale)
-            reduced = _reduced(terms, float(objective.lam), reduction, np)
-            value, base, penalty = map(torch.from_numpy, map(np.asarray, reduced))
-        else:
-            terms = _terms(logits, labels, objective, need_grad, scale)
-            grad = terms.grad
-            value, base, penalty = _reduced(terms, objective.lam, reduction, torch)
-        logs.extend((base, penalty))
-        ctx.reduction = reduction
-        if grad is not None:
-            ctx.save_for_backward(grad)  # freed after backward, unlike a ctx attribute
-        return value
+    def forward(ctx, logits, labels, lam, objective, reduction, engine, logs):
+        """Run ``engine`` once; keep the gradient for backward."""
+        # The mean's 1/N is applied inside the kernel, so backward is at most one multiply.
+        result = engine(logits, labels, objective, ctx.needs_input_grad[0], reduction)
+        logs.extend((result.base, result.penalty))
+        # Plain attributes, not saved tensors: they are only read by a second-order backward, and
+        # saving them would forbid in-place changes of the logits after the forward pass.
+        ctx.logits, ctx.labels, ctx.objective, ctx.reduction = logits, labels, objective, reduction
+        ctx.penalty = result.penalty if lam is not None else None
+        ctx.save_for_backward(result.grad)  # freed after backward, unlike a ctx attribute
+        return result.value
 
     @staticmethod
     def backward(ctx, grad_value):
+        """The saved gradient times the incoming one (and the reduced penalty for ``lam``)."""
+        if torch.is_grad_enabled():
+            return (*_reference_backward(ctx, grad_value), None, None, None, None)
         (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            return grad * grad_value[:, None].to(grad.dtype), None, None, None, None
-        return grad * grad_value, None, None, None, None  # a 0-D factor keeps grad's dtype
+        grad_lam = None
+        if ctx.penalty is not None:
+            grad_lam = (ctx.penalty * grad_value).sum().to(ctx.objective.lam.dtype)
+        return _scaled(grad, grad_value, ctx.reduction), None, grad_lam, None, None, None, None
+
+
+def _scaled(grad: torch.Tensor | None, grad_value: torch.Tensor, reduction: str) -> torch.Tensor | None:
+    """``grad`` times the incoming gradient of the reduced value."""
+    if grad is None:
+        return None
+    factor = grad_value[:, None] if reduction == "none" else grad_value
+    # .backward() on the value sends exactly 1: then the saved gradient is the answer. Reading
+    # that 1 is free on the CPU only; on a GPU it would synchronise, so there it is multiplied.
+    if factor.device.type == "cpu" and factor.ndim == 0 and float(factor) == 1.0:
+        return grad
+    if _keeps_graph():  # retain_graph: a later pass needs the saved gradient unchanged
+        return grad * factor.to(grad.dtype)
+    return grad.mul_(factor)  # the last use of the saved buffer
+
+
+def _reference_backward(ctx, grad_value: torch.Tensor) -> tuple[torch.Tensor | None, None, object]:
+    """Gradients for ``(logits, labels, lam)`` by autograd of the array-API reference, with a
+    graph (``create_graph=True``), so that second derivatives are exact instead of zero."""
+    objective, logits = ctx.objective, ctx.logits
+    lam = objective.lam if ctx.needs_input_grad[2] else None
+    inputs = [x for x, needed in ((logits, ctx.needs_input_grad[0]), (lam, lam is not None)) if needed]
+    with torch.enable_grad():
+        terms = core_sr_terms(logits, ctx.labels, objective, need_grad=False)
+        value = reduce_objective(terms.base, terms.penalty, objective.lam, ctx.reduction, torch)[0]
+        grads = list(torch.autograd.grad(value, inputs, grad_value, create_graph=True, allow_unused=True))
+    grad_logits = grads.pop(0) if ctx.needs_input_grad[0] else None
+    return grad_logits, None, grads.pop(0) if lam is not None else None
 
 
 def differentiable_terms(
-    logits: torch.Tensor, labels: torch.Tensor, objective: Objective, reduction: str
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    objective: Objective,
+    reduction: str,
+    engine: Engine = native_engine,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reduced objective (differentiable), base term and penalty term (for logging)."""
     logs: list[torch.Tensor] = []
-    value = _SparseRegFunction.apply(logits, labels, objective, reduction, logs)
+    value = SparseRegFunction.apply(logits, labels, _lam_input(objective), objective, reduction, engine, logs)
     return value, logs[0], logs[1]
 
 
@@ -168,7 +251,13 @@ def differentiable_loss(
     logits: torch.Tensor, labels: torch.Tensor, objective: Objective, reduction: str
 ) -> torch.Tensor:
     """The reduced objective, differentiable through the closed-form backward."""
-    return _SparseRegFunction.apply(logits, labels, objective, reduction, [])
+    return differentiable_terms(logits, labels, objective, reduction)[0]
+
+
+def _lam_input(objective: Objective) -> torch.Tensor | None:
+    """The objective's lam when autograd must track it, else ``None``."""
+    lam = objective.lam
+    return lam if isinstance(lam, torch.Tensor) and lam.requires_grad else None
 
 
 def value_and_grad(

@@ -13,7 +13,7 @@ from typing import Any
 
 from sparse_reg.losses import available_losses
 from sparse_reg.noise import SPEC_FORMS
-from sparse_reg.train.config import MODELS, ConfigError, check_noise, parse_loss
+from sparse_reg.train.config import MODELS, TRAINER_BACKENDS, ConfigError, check_noise, parse_loss
 from sparse_reg.train.presets import PRESETS
 
 __all__ = ["build_parser", "overrides_from"]
@@ -201,7 +201,7 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:1, ...")
     runtime.add_argument(
         "--backend",
-        choices=("torch", "numpy", "cupy"),
+        choices=TRAINER_BACKENDS,
         help="library computing the loss and its gradient (numpy: CPU; cupy: CUDA, via "
         "DLPack); default torch",
     )

@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparse_reg.backends import REGISTRY
 from sparse_reg.losses import available_losses, get_loss
 from sparse_reg.noise import SPEC_FORMS
+from sparse_reg.regularizer import OBJECTIVE_PARAMETERS
 from sparse_reg.train.config_types import TypeMismatch, check_value, field_types
 from sparse_reg.train.presets import PRESETS, preset_values
 
 __all__ = [
     "MODELS",
     "RUNTIME_KEYS",
+    "TRAINER_BACKENDS",
     "Config",
     "ConfigError",
     "load_config_file",
@@ -33,8 +36,13 @@ __all__ = [
 
 #: Model names accepted by ``model``.
 MODELS: tuple[str, ...] = ("mlp", "mnist-cnn", "cnn8", "resnet34")
+#: Libraries accepted by ``backend``: those the backend registry marks as able to train a torch model.
+TRAINER_BACKENDS: tuple[str, ...] = tuple(name for name, row in REGISTRY.items() if row.trainer)
 #: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
 RUNTIME_KEYS: frozenset[str] = frozenset({"out", "data_dir", "device", "quiet", "threads"})
+
+#: Config fields named differently from the objective parameter they hold.
+_OBJECTIVE_FIELDS = {"lam": "lam0"}
 
 _NOISE_KINDS = ("sym", "symany", "asym", "pairflip", "instance")
 
@@ -98,6 +106,15 @@ class Config:
     def base_loss(self) -> str:
         """Canonical base-loss name (``"fl+sr"`` -> ``"focal"``)."""
         return parse_loss(self.loss)[0]
+
+    def objective_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`sparse_reg.Objective.create` for this run's loss.
+
+        One field per :data:`sparse_reg.regularizer.OBJECTIVE_PARAMETERS` entry, of the same name
+        except ``lam``, whose field is ``lam0`` (the schedule's start), plus ``loss_params``.
+        """
+        values = {p.name: getattr(self, _OBJECTIVE_FIELDS.get(p.name, p.name)) for p in OBJECTIVE_PARAMETERS}
+        return {"base": self.base_loss, **values, **self.loss_params}
 
     @property
     def with_sr(self) -> bool:
@@ -305,8 +322,8 @@ def validate(config: Config) -> None:
         )
     need(config.model in MODELS, f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
     need(
-        config.backend in ("torch", "numpy", "cupy"),
-        f"unknown backend {config.backend!r}; valid backends: torch, numpy, cupy",
+        config.backend in TRAINER_BACKENDS,
+        f"unknown backend {config.backend!r}; valid backends: {', '.join(TRAINER_BACKENDS)}",
     )
     need(
         config.lr_schedule in ("cosine", "constant"),
@@ -346,14 +363,6 @@ def validate(config: Config) -> None:
 
     try:
         LambdaSchedule(config.lam0, config.rho, config.every)
-        Objective.create(
-            config.base_loss,
-            tau=config.tau,
-            p=config.p,
-            lam=config.lam0,
-            normalize=config.normalize,
-            clamp=config.clamp,
-            **config.loss_params,
-        )
+        Objective.create(**config.objective_arguments())
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

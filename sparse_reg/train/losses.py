@@ -4,7 +4,8 @@ r"""The training criterion on every backend.
 ``--backend numpy`` and ``--backend cupy`` hand the logits to that library (``.numpy()`` on the
 CPU, DLPack on CUDA, no copy), run that library's fused path there (the one behind
 :func:`sparse_reg.loss_and_grad`, giving both terms and the gradient in one pass) and bring the gradient
-back through a :class:`torch.autograd.Function`, so any backend trains a torch model. With
+back through :class:`sparse_reg.backends.torch.SparseRegFunction` (the same function the torch
+backend uses, with another engine), so any backend trains a torch model. With
 :math:`\bar J = \frac1N\sum_i L(s_i, y_i) + \lambda \frac1N\sum_i\sum_k s_{ik}^p` the function
 returns :math:`\bar J` and its backward is :math:`g\cdot\partial\bar J/\partial z` for the incoming
 scalar :math:`g`.
@@ -12,12 +13,14 @@ scalar :math:`g`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 
-from sparse_reg._api import fused_sr_terms, reduce
-from sparse_reg.backends import array_namespace, import_library
+from sparse_reg._reduction import gradient_scale, reduce_objective
+from sparse_reg.backends import array_namespace, get_backend, import_library
+from sparse_reg.backends.torch import Engine, Reduced, differentiable_terms
 from sparse_reg.nn import SparseRegLoss
 from sparse_reg.regularizer import Objective
 from sparse_reg.schedule import LambdaSchedule
@@ -34,29 +37,28 @@ class LossTerms(NamedTuple):
     penalty: torch.Tensor
 
 
-class _Bridge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, labels, criterion):
-        lib = criterion.library
-        z = _to_library(logits.detach(), criterion.backend)
-        y = _to_library(labels, criterion.backend)
-        lam = criterion.lam
-        # One pass of the library's fused path gives both terms and the mean's gradient.
-        terms = fused_sr_terms(
-            z, y, criterion.objective.with_lam(lam), need_grad=True, grad_scale=1.0 / max(z.shape[0], 1)
-        )
-        xp = array_namespace(z)
-        base, penalty = reduce(terms.base, "mean", xp), reduce(terms.penalty, "mean", xp)
-        value = base + lam * penalty
-        ctx.save_for_backward(_to_torch(lib.asarray(terms.grad), logits.device))
-        out = [_to_torch(lib.asarray(v, dtype=lib.float64), logits.device) for v in (value, base, penalty)]
-        ctx.mark_non_differentiable(out[1], out[2])
-        return out[0].to(logits.dtype), out[1], out[2]
+def library_engine(backend: str, lam: Callable[[], float]) -> Engine:
+    r"""An engine that runs ``backend``'s fused path on the tensors' memory (no copy) and hands the
+    results back as tensors; ``lam()`` gives the current :math:`\lambda` as a number."""
+    lib = import_library(backend)
+    fast = get_backend(backend).fast_path
 
-    @staticmethod
-    def backward(ctx, grad_value, _grad_base, _grad_penalty):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_value.to(grad.dtype), None, None
+    def engine(logits, labels, objective, need_grad, reduction) -> Reduced:
+        z = _to_library(logits.detach(), backend)
+        y = _to_library(labels, backend)
+        weight = lam()
+        terms = fast.sr_terms(
+            z, y, objective.with_lam(weight), need_grad=need_grad,
+            grad_scale=gradient_scale(reduction, z.shape[0]),
+        )
+        reduced = reduce_objective(terms.base, terms.penalty, weight, reduction, array_namespace(z))
+        value, base, penalty = (
+            _to_torch(lib.asarray(v, dtype=lib.float64), logits.device) for v in reduced
+        )
+        grad = None if terms.grad is None else _to_torch(lib.asarray(terms.grad), logits.device)
+        return Reduced(value.to(logits.dtype), base, penalty, grad)
+
+    return engine
 
 
 def _to_library(x: torch.Tensor, backend: str) -> Any:
@@ -86,16 +88,10 @@ class Criterion(torch.nn.Module):
         super().__init__()
         self.backend = config.backend
         self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
-        self.library = import_library(self.backend) if self.backend != "torch" else torch
-        self.module = SparseRegLoss(
-            config.base_loss,
-            tau=config.tau,
-            p=config.p,
-            schedule=self.schedule,
-            normalize=config.normalize,
-            clamp=config.clamp,
-            **config.loss_params,
-        )
+        arguments = config.objective_arguments()
+        del arguments["lam"]  # the module follows the schedule
+        self.module = SparseRegLoss(schedule=self.schedule, **arguments)
+        self.engine = None if self.backend == "torch" else library_engine(self.backend, lambda: self.lam)
 
     @property
     def objective(self) -> Objective:
@@ -116,7 +112,9 @@ class Criterion(torch.nn.Module):
         if self.backend == "torch":
             value = self.module(logits, labels)
             return LossTerms(value, self.module.last_base, self.module.last_penalty)
-        return LossTerms(*_Bridge.apply(logits, labels, self))
+        return LossTerms(
+            *differentiable_terms(logits, labels, self.objective, "mean", self.engine)
+        )
 
     def state_dict_schedule(self) -> dict[str, Any]:
         return self.schedule.state_dict()

@@ -39,7 +39,7 @@ def generate(app: Sphinx) -> None:
     include = out / "include"
     logger.info("sr_docgen: generating tables, figures and theory pages in %s", out)
     write_if_changed(include / "loss_table.md", tables.loss_registry_table())
-    write_if_changed(include / "backend_table.md", tables.backend_support_table(root / "conftest.py"))
+    write_if_changed(include / "backend_table.md", tables.backend_support_table())
     write_if_changed(include / "presets.md", trainer.presets_section())
     write_if_changed(include / "preset_modes.md", trainer.modes_table())
     write_if_changed(include / "metrics_columns.md", trainer.metrics_table())

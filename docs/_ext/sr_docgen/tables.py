@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import sparse_reg as sr
-from sparse_reg import backends
-from sparse_reg._api import _AUTOGRAD
-from sparse_reg.losses import _ALIASES
+from sparse_reg.backends import REGISTRY
+from sparse_reg.losses import ALIASES
 
 
 def _cell(text: str) -> str:
@@ -39,7 +35,7 @@ def _defaults(loss: sr.BaseLoss) -> str:
 def loss_registry_table() -> str:
     """One row per registered base loss: value formula, gradient, parameters, aliases."""
     aliases: dict[str, list[str]] = {}
-    for alias, target in _ALIASES.items():
+    for alias, target in ALIASES.items():
         aliases.setdefault(target, []).append(alias)
     rows = []
     for name in sr.available_losses():
@@ -57,42 +53,25 @@ def loss_registry_table() -> str:
     return markdown_table(header, rows)
 
 
-def read_all_backends(conftest: Path) -> tuple[str, ...]:
-    """The test suite's backend ids: the literal ``ALL_BACKENDS`` tuple of the root conftest.py.
-
-    Read with :mod:`ast` rather than imported, so that the docs need neither pytest nor hypothesis.
-    """
-    for node in ast.parse(conftest.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "ALL_BACKENDS" for t in node.targets
-        ):
-            return tuple(ast.literal_eval(node.value))
-    raise LookupError(f"no ALL_BACKENDS tuple in {conftest}")
-
-
-def _device(test_id: str) -> str:
-    library, _, variant = test_id.partition(":")
-    if variant == "cuda" or library == "cupy":
+def _device(row: sr.backends.Backend, test_id: str) -> str:
+    variant = test_id.partition(":")[2]
+    if test_id in row.gpu_ids:
         return "CUDA GPU"
-    if library == "array_api_strict" and variant:
-        return f"CPU (standard {variant})"
-    return "CPU"
+    return f"CPU (standard {variant})" if variant else "CPU"
 
 
-def backend_support_table(conftest: Path) -> str:
-    """Function x backend x device, from ``ALL_BACKENDS`` and the dispatch tables themselves."""
+def backend_support_table() -> str:
+    """Function x backend x device, from the backend registry (one row per test id)."""
     rows = []
-    for test_id in read_all_backends(conftest):
-        library = test_id.partition(":")[0]
-        fused = backends._FAST_PATHS.get(library)
-        loss_impl = f"fused (`{fused}`)" if fused else "array-API reference"
-        autograd = "autograd" if library in _AUTOGRAD else "raises `NoClosedFormGradientError`"
-        module = "yes" if library == "torch" else "no"
-        extra = backends._LIBRARIES[library][1] if library in backends._LIBRARIES else "?"
-        rows.append([
-            f"`{test_id}`", _device(test_id), f"`{extra}`", loss_impl, "array-API reference",
-            autograd, module,
-        ])
+    for row in REGISTRY.values():
+        loss_impl = f"fused (`{row.hooks}`)" if row.fused else "array-API reference"
+        autograd = "autograd" if row.autograd else "raises `NoClosedFormGradientError`"
+        module = "yes" if row.name == "torch" else "no"
+        rows += [
+            [f"`{test_id}`", _device(row, test_id), f"`{row.extra}`", loss_impl,
+             "array-API reference", autograd, module]
+            for test_id in row.test_ids
+        ]
     header = [
         "test id", "device", "install", "`loss`, `loss_and_grad`",
         "`sharpen`, `lp_penalty`, `project`, `soft_project`",

@@ -6,6 +6,8 @@ the code reads as plain array-API code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import (
     array_namespace,
     device,
@@ -20,6 +22,7 @@ from array_api_compat import (
 __all__ = [
     "array_namespace",
     "device",
+    "host_scalar",
     "is_array_api_obj",
     "is_cupy_array",
     "is_jax_array",
@@ -27,7 +30,14 @@ __all__ = [
     "is_numpy_array",
     "is_torch_array",
     "library_of",
+    "namespace_of",
 ]
+
+
+#: Library name and namespace by array type: both follow from the type alone, and the checks that
+#: find them are a measurable part of a small call.
+_LIBRARY_BY_TYPE: dict[type, str] = {}
+_NAMESPACE_BY_TYPE: dict[type, Any] = {}
 
 
 def library_of(x: object) -> str:
@@ -36,6 +46,31 @@ def library_of(x: object) -> str:
     Returns one of ``"numpy"``, ``"torch"``, ``"cupy"``, ``"jax"``, or the top-level module name of
     any other array-API library (``"array_api_strict"``, ...).
     """
+    name = _LIBRARY_BY_TYPE.get(type(x))
+    if name is None:
+        name = _LIBRARY_BY_TYPE[type(x)] = _find_library(x)
+    return name
+
+
+def namespace_of(x: object) -> Any:
+    """:func:`array_namespace` of one array, remembered per array type."""
+    namespace = _NAMESPACE_BY_TYPE.get(type(x))
+    if namespace is None:
+        namespace = _NAMESPACE_BY_TYPE[type(x)] = array_namespace(x)
+    return namespace
+
+
+def host_scalar(x: Any) -> float | None:
+    """The value of a 0-D array when reading it costs no device synchronisation (NumPy, CPU
+    tensors), else ``None`` (device memory, traced arrays)."""
+    if is_numpy_array(x):
+        return float(x)
+    if is_torch_array(x) and x.device.type == "cpu":
+        return float(x.detach())
+    return None
+
+
+def _find_library(x: object) -> str:
     if is_numpy_array(x):
         return "numpy"
     if is_torch_array(x):

@@ -33,7 +33,10 @@ from sparse_reg.losses import RCE_SCALE, BaseLoss, get_loss
 from sparse_reg.regularizer import Objective, SRTerms
 from sparse_reg.regularizer import sr_terms as core_sr_terms
 
-__all__ = ["available", "fused_terms", "sr_terms", "supports", "torch_terms"]
+__all__ = [
+    "KERNEL_DTYPES", "KERNEL_OPTIONS", "available", "fused_terms", "kernel_source", "sr_terms", "supports",
+    "torch_terms",
+]
 
 #: Loss codes shared with the kernel source below.
 _NONE, _CE, _FOCAL, _GCE, _MAE, _MSE, _RCE, _NCE, _NFL, _NGCE, _NMAE = range(11)
@@ -343,20 +346,34 @@ def supports(objective: Objective) -> bool:
     return _codes(objective.base) is not None
 
 
-@cache
-def _kernel(in_dtype: str, acc_dtype: str) -> Any:
-    import cupy
+#: Compiler options of the kernel (CuPy adds the target architecture).
+KERNEL_OPTIONS = ("--std=c++14",)
+#: (logits dtype, compute dtype) of every launch: bfloat16 is widened to float32 first.
+KERNEL_DTYPES = (("float16", "float32"), ("float32", "float32"), ("float64", "float64"))
+_C_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
 
-    c_types = {"float16": "__half", "float32": "float", "float64": "double"}
+
+def kernel_source(in_dtype: str, acc_dtype: str) -> str:
+    """The complete CUDA source compiled for logits of ``in_dtype`` computed in ``acc_dtype``.
+
+    The pairs launched are :data:`KERNEL_DTYPES`; the entry point is ``sr_fused``.
+    """
     defines = [
-        f"#define in_t {c_types[in_dtype]}",
-        f"#define acc_t {c_types[acc_dtype]}",
+        f"#define in_t {_C_TYPES[in_dtype]}",
+        f"#define acc_t {_C_TYPES[acc_dtype]}",
         f"#define RCE_SCALE {RCE_SCALE!r}",
         f"#define NORM_EPS {NORM_EPS!r}",
     ]
     if in_dtype == "float16":
         defines.append("#define SR_HALF 1")
-    return cupy.RawKernel("\n".join(defines) + _SOURCE, "sr_fused", options=("--std=c++14",))
+    return "\n".join(defines) + _SOURCE
+
+
+@cache
+def _kernel(in_dtype: str, acc_dtype: str) -> Any:
+    import cupy
+
+    return cupy.RawKernel(kernel_source(in_dtype, acc_dtype), "sr_fused", options=KERNEL_OPTIONS)
 
 
 def _launch(

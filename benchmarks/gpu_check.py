@@ -90,8 +90,9 @@ class Check:
         return self.work / f"{name}.log"
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``bash benchmarks/gpu_check.sh`` (less ``--wheels``, which the wrapper takes)."""
+    parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (created; must hold no other files)")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on the CPU through the same stages, no nvidia-smi (CI runs this)")
@@ -108,6 +109,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override one stage's time box (defaults: "
                         + ", ".join(f"{k}={v:g}" for k, v in BOXES.items()) + ")")
     parser.add_argument("--work", default=None, help="scratch folder for run directories and logs")
+    return parser
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.boxes = dict(BOXES)
     for item in args.box:

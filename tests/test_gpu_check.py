@@ -155,3 +155,11 @@ def test_gpu_targets_read_the_medians():
     assert "- E vs D at 8192×32768 float32: wanted ≥ 0.833×; reached 0.92× — met" in lines
     medians[big]["D"] = 1.3
     assert any("D vs G-torch" in line and "NOT met" in line for line in _targets(medians, GPU_TARGETS))
+
+
+def test_a_missing_package_is_named_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(gpu_check.REQUIRED, "no_such_module_for_the_check", "no-such-distribution")
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import no_such_module_for_the_check; install no-such-distribution" in err
+    assert not (tmp_path / "out").exists()

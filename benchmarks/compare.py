@@ -52,7 +52,7 @@ CPU_TARGETS = (
     ("D-nn", "A", (128, 10), "float32", 1.5),
     ("F-ours", "F-naive", (4096, 1000), "float32", 2.0),
 )
-#: The same on a CUDA device (issue targets for an H200). A minimum below 1 bounds a slowdown:
+#: The same on a CUDA device (the targets for one H200). A minimum below 1 bounds a slowdown:
 #: 0.8 against the copy means at most 1.25x the copy's time, 1/1.2 against D at most 1.2x D's.
 GPU_SHAPES = "128x10,128x100,128x1000,4096x100,4096x1000,65536x100,65536x1000,4096x32000,8192x32768"
 _LARGE = ((65536, 1000), (4096, 32000), (8192, 32768))

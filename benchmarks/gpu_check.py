@@ -14,7 +14,7 @@ Stages, each a subprocess in its own time box (:mod:`benchmarks.stages`), all wi
 3. ``sweep``: Fashion-MNIST at the full protocol (60,000 images, 50 epochs), CE and CE+SR at
    symmetric noise 0.4 and 0.8, ``--jobs`` runs at once. It starts after the benchmarks and runs in
    the background while the next two stages run.
-4. ``tests``: the test suite's CUDA and CuPy parametrisations (``pytest -k "cuda or cupy or gpu"``).
+4. ``tests``: the test suite's CUDA and CuPy parametrisations (``pytest -k`` :data:`TEST_SELECTION`).
 5. ``sync``: per-step host synchronisation in the trainer's default path (:mod:`benchmarks.sync_check`).
 
 Everything lands in the output folder, flat and in at most eight files, so that a lent machine's
@@ -65,8 +65,6 @@ REQUIRED = {"numpy": "numpy", "array_api_compat": "array-api-compat", "torch": "
 #: Modules whose absence costs one part of the check (said in the summary), not all of it.
 OPTIONAL = {"cupy": "no CuPy tests and no contender E", "triton": "no torch.compile on CUDA (contender B)",
             "xdist": "the tests run in one process"}
-_FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                  "t10k-labels-idx1-ubyte")
 
 
 @dataclass
@@ -134,10 +132,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def fashion_mnist_present(data_dir: str | None) -> bool:
     """Whether the four Fashion-MNIST files (gzipped or not) are in ``data_dir`` or the default place."""
-    from sparse_reg.data.mnist import FASHION_MNIST_DIR
+    from sparse_reg.data.mnist import _STEMS, FASHION_MNIST_DIR
 
     directory = Path(data_dir) if data_dir else FASHION_MNIST_DIR
-    return all((directory / stem).exists() or (directory / f"{stem}.gz").exists() for stem in _FASHION_FILES)
+    return all((directory / stem).exists() or (directory / f"{stem}.gz").exists() for stem in _STEMS.values())
 
 
 def missing_modules(names: dict[str, str]) -> dict[str, str]:

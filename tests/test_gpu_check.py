@@ -169,3 +169,13 @@ def test_a_missing_package_is_named_before_anything_runs(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "cannot import no_such_module_for_the_check; install no-such-distribution" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_run_stopped_at_its_box_reports_its_epochs_and_pace(tmp_path):
+    run_dir = tmp_path / "ce-sym0.4-seed0"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"config": {"epochs": 50}}))
+    (run_dir / "metrics.csv").write_text("epoch,test_acc,seconds\n1,0.5,2.0\n2,0.75,3.0\n3,0.7,2.5\n")
+    row = gpu_check._run_row(run_dir)
+    assert row == {"run": "ce-sym0.4-seed0", "finished": False, "epochs": "3/50", "test": "70.00",
+                   "best": "75.00", "epoch_seconds": "2.50", "seconds": "7.5", "projected": "125"}

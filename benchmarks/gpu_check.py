@@ -208,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     check.results.update(dry_run=args.dry_run, started=_now(), budget=args.budget, work=str(work),
                          missing_optional=missing_modules(OPTIONAL))
     commands = _commands(args, check.python, out, work)
+    check.results["commands"] = {name: " ".join(command) for name, command in commands.items()}
     env = _environment(args.hypothesis_profile)
     boxes = args.boxes
     data_missing = not args.dry_run and not fashion_mnist_present(args.data_dir)

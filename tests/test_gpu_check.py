@@ -93,9 +93,23 @@ def test_a_stage_past_its_box_is_stopped_with_its_children(tmp_path):
     outcome = running.wait()
     assert outcome.status == "timed out" and outcome.returncode is None
     assert time.monotonic() - began < 2.0 + stages.GRACE_SECONDS + 5
-    stat = Path(f"/proc/{child_pid.read_text()}/stat")
-    if stat.exists():  # a zombie awaiting its reaper is stopped too
-        assert stat.read_text().split(") ")[1][0] in "ZX"
+    assert _ends(Path(f"/proc/{child_pid.read_text()}/stat")), "the stage's child outlived its box"
+
+
+def _ends(stat: Path, seconds: float = 30.0) -> bool:
+    """Whether the process of ``/proc/PID/stat`` ends (is gone, or a zombie) within ``seconds``.
+
+    A signalled process still shows as running until the scheduler lets it exit.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().split(") ")[1][0] in "ZX":
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_a_failing_stage_reports_its_status_and_output(tmp_path):

@@ -100,6 +100,17 @@ def _kernel_targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]]
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
+#: The same on a CUDA device (the targets for one H200). A minimum below 1 bounds a slowdown:
+#: 0.8 against the copy means at most 1.25x the copy's time, 1/1.2 against D at most 1.2x D's.
+GPU_SHAPES = "128x10,128x100,128x1000,4096x100,4096x1000,65536x100,65536x1000,4096x32000,8192x32768"
+_LARGE = ((65536, 1000), (4096, 32000), (8192, 32768))
+GPU_TARGETS = (
+    *(("D", "A", shape, dtype, 10.0) for shape in _LARGE for dtype in ("float32", "bfloat16")),
+    *(("E", "A", shape, "float32", 10.0) for shape in _LARGE),
+    *(("D", "G-torch", shape, "float32", 0.8) for shape in _LARGE),
+    *(("E", "D", shape, "float32", 1 / 1.2) for shape in _LARGE),
+    *((key, "B", shape, "float32", 1.0) for key in ("D", "D-nn") for shape in ((128, 10), (128, 100))),
+)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     table = _markdown(header, rows)
     grad_keys = [c.key for c in chosen if c.key in GRADIENT_KEYS and c.key != "C"]
     accuracy = _markdown(["N×C", "dtype", *grad_keys], error_rows)
-    targets = _targets(medians) + _kernel_targets(medians) if args.device == "cpu" else []
+    if args.device == "cpu":
+        targets = _targets(medians, CPU_TARGETS) + _kernel_targets(medians)
+    else:
+        targets = _targets(medians, GPU_TARGETS)
     command = "python -m benchmarks.compare" + ("" if argv is None and len(sys.argv) == 1 else
                                                  " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     legend = "\n".join(f"- **{c.key}**: {c.label}" for c in chosen)
@@ -331,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         accuracy,
         "",
-        *(["## Targets (CPU)", "", *targets, ""] if targets else []),
+        *([f"## Targets ({args.device.upper()})", "", *targets, ""] if targets else []),
         "## Notes",
         "",
         *[f"- {note}" for note in notes],
@@ -404,13 +418,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]],
-             targets: tuple[tuple[str, str, tuple[int, int], str, float], ...] | list = CPU_TARGETS,
-             ) -> list[str]:
+def _targets(medians: dict[tuple[tuple[int, int], str], dict[str, float]], table: tuple) -> list[str]:
     lines = []
-    for key, baseline, shape, dtype, wanted in targets:
+    for key, baseline, shape, dtype, wanted in table:
         med = medians.get((shape, dtype), {})
-        name = f"{key} vs {baseline} at {shape[0]}×{shape[1]} {dtype}: wanted ≥ {wanted}×"
+        name = f"{key} vs {baseline} at {shape[0]}×{shape[1]} {dtype}: wanted ≥ {wanted:.3g}×"
         if key not in med or baseline not in med:
             lines.append(f"- {name}; not measured in this run")
             continue

@@ -36,6 +36,9 @@ from sparse_reg.regularizer import Objective, SRTerms
 from sparse_reg.regularizer import sr_terms as core_sr_terms
 
 __all__ = [
+    "KERNEL_DTYPES",
+    "KERNEL_NAME",
+    "KERNEL_OPTIONS",
     "available",
     "from_host",
     "fused_terms",
@@ -353,6 +356,9 @@ def supports(objective: Objective) -> bool:
 
 #: Logits dtype -> (C type of the logits and gradient, C type of the arithmetic).
 _C_TYPES = {"float16": ("__half", "float"), "float32": ("float", "float"), "float64": ("double", "double")}
+
+#: Logits dtypes the kernel is launched with (bfloat16 is widened to float32 first).
+KERNEL_DTYPES = tuple(_C_TYPES)
 
 #: Name of the kernel's entry point in :func:`kernel_source`, and the NVRTC options it needs.
 KERNEL_NAME = "sr_fused"

@@ -27,7 +27,7 @@ class Dataset:
     mean, std : tuple of float
         Per-channel normalisation constants on the ``[0, 1]`` pixel scale (``x / 255``).
     source : str
-        Directory the files were read from, or ``"sklearn"``.
+        Directory the files were read from, or ``"bundled"`` for data shipped with the package.
     """
 
     name: str

@@ -52,13 +52,28 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool, compiled: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the global stream)
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _deterministic_algorithms(deterministic, compiled)
     torch.backends.cudnn.deterministic = deterministic
+
+
+def _deterministic_algorithms(mode: bool, compiled: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)``, without the compiler's import.
+
+    The public function also sets ``torch._inductor.config.deterministic``, and importing that
+    module loads torch._dynamo and torch._inductor (about 2 s). Only a compiled model reads that
+    flag, so an eager run sets the eager switch alone. (torch 2.13's optimizers still import
+    torch._dynamo on their first call, so this saves the import only where no optimizer runs.)
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if compiled or setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        setter(mode, warn_only=True)
 
 
 def _stream_seed(seed: int, rank: int) -> int:
@@ -233,7 +248,7 @@ def _run(
 
         return json.loads((run_dir / "summary.json").read_text())
 
-    _seed_everything(config.seed, config.deterministic)
+    _seed_everything(config.seed, config.deterministic, config.compile)
     threads = config.threads if config.threads is not None else (1 if config.model == "mlp" else None)
     if threads is not None:
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""Command-line interface of ``python -m sparse_reg.train`` (and its ``sweep`` subcommand).
+"""Command-line interface of ``python -m sparse_reg.train`` (and its ``sweep`` and ``evaluate`` subcommands).
 
 Every option that sets a hyperparameter defaults to "not given", so the preset's value (or the
 ``--config`` file's) applies unless the option is on the command line.
@@ -232,6 +232,57 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
         "batch_size, loss_params = {q = 0.7}); command-line options win",
     )
     runtime.add_argument("--quiet", action="store_true", default=None, help="no progress bar and no summary")
+    _add_data_and_logging(parser)
+
+
+# --- the user's own data, progress lines and TensorBoard ---------------------------------------
+def _add_data_and_logging(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("own data and logging")
+    group.add_argument(
+        "--data",
+        metavar="PATH.npz",
+        help="train on your own data instead of the preset's dataset: a .npz with x_train (uint8 "
+        "images (N,H,W) or (N,C,H,W), or float features (N,D)), y_train (N,) and optionally x_test, "
+        "y_test, class_names; the preset still sets the model and hyperparameters",
+    )
+    group.add_argument(
+        "--log-every",
+        type=float,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line per epoch, at most one every SECONDS "
+        "(default 10; 0: every epoch)",
+    )
+    group.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also log the metrics for TensorBoard in <run dir>/tensorboard (pip install "
+        "'sparse_reg[tensorboard]')",
+    )
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test accuracy and confusion matrix of a finished run's model.pt",
+        description="Load RUN_DIR/model.pt with the run's settings, predict the test set (the run's "
+        "own, or the test split of --data) and print the accuracy and the confusion matrix; write "
+        "them to RUN_DIR/evaluation.json and plot the matrix in RUN_DIR/confusion.png.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="directory of a finished run")
+    evaluate.add_argument(
+        "--data",
+        metavar="PATH.npz",
+        help="evaluate on this file's test split instead of the run's test set: x_test/y_test, or "
+        "without them the same 20%% of x_train that training holds out",
+    )
+    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    evaluate.add_argument(
+        "--plot", metavar="FILE", help="where to write the plot (default RUN_DIR/confusion.png)"
+    )
+
+
+# -----------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace the run in the run directory")
     _add_hyperparameters(parser)
 
-    commands = parser.add_subparsers(dest="command", metavar="{sweep}", title="subcommands")
+    commands = parser.add_subparsers(dest="command", metavar="{sweep,evaluate}", title="subcommands")
     sweep = commands.add_parser(
         "sweep",
         help="grid of losses x noise specs x seeds, resumable, ending in a mean +- std table",
@@ -299,11 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
         "process); on a CPU with N cores each of J jobs gets N/J threads",
     )
     _add_hyperparameters(sweep)
+    _add_evaluate(commands)
     return parser
 
 
 #: Option destinations that are not :class:`~sparse_reg.train.config.Config` fields.
-_NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"}
+_NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"} | {
+    "run_dir",
+    "plot",
+}
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,12 +23,13 @@ import numpy as np
 import torch
 
 from sparse_reg.errors import DatasetError
-from sparse_reg.train import checkpoint, report
+from sparse_reg.train import checkpoint, report, tblog
 from sparse_reg.train.config import RUNTIME_KEYS, Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
 from sparse_reg.train.dist import Context, setup
 from sparse_reg.train.losses import Criterion
 from sparse_reg.train.models import build_model
+from sparse_reg.train.progress import Progress
 
 __all__ = ["NonFiniteLossError", "RunDirError", "run"]
 
@@ -41,7 +43,12 @@ RUN_FILES = (
     "summary.md",
     checkpoint.CHECKPOINT,
     "model.pt",
+    # Written by ``evaluate``.
+    "evaluation.json",
+    "confusion.png",
 )
+#: Directories a run writes; ``--overwrite`` removes them whole.
+RUN_DIRS = (tblog.DIRECTORY,)
 
 
 class RunDirError(ValueError):
@@ -76,6 +83,23 @@ def _deterministic_algorithms(mode: bool, compiled: bool) -> None:
         setter(mode, warn_only=True)
 
 
+def _build_model(config: Config, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    """The run's model; with ``--data``, checked on one sample, so a misfit is a clear error."""
+    try:
+        model = build_model(config.model, image_shape, num_classes)
+        if config.data is not None:
+            with torch.no_grad():
+                model.eval()
+                model(torch.zeros((1, *image_shape)))
+                model.train()
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"the model {config.model!r} cannot take inputs of shape {tuple(image_shape)}: "
+            f"{str(exc).splitlines()[0]}; choose another --model (mlp takes any shape)"
+        ) from None
+    return model
+
+
 def _stream_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
@@ -83,14 +107,17 @@ def _stream_seed(seed: int, rank: int) -> int:
 def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
     """Decide what to do with the run directory: ``"new"``, ``"resume"`` or ``"finished"``."""
     run_dir = config.run_dir
-    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    present = [name for name in RUN_FILES + RUN_DIRS if (run_dir / name).exists()]
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {str(run_dir)!r} exists and is not a directory")
     if not present:
         return "new"
     if overwrite:
         for name in present:
-            (run_dir / name).unlink()
+            if name in RUN_DIRS:
+                shutil.rmtree(run_dir / name)
+            else:
+                (run_dir / name).unlink()
         return "new"
     if not resume:
         raise RunDirError(
@@ -177,14 +204,6 @@ def _evaluate(model: torch.nn.Module, data: DeviceData, ctx: Context, amp: bool)
     }
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-
 def run(
     config: Config, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None
 ) -> dict[str, Any]:
@@ -200,7 +219,9 @@ def run(
     overwrite
         Remove a previous run's files from the run directory first.
     progress
-        Show a progress bar; default: when stderr is a terminal and ``config.quiet`` is false.
+        Show progress (:class:`~sparse_reg.train.progress.Progress`): a bar when stderr is a
+        terminal, a line per epoch (at most one every ``config.log_every`` seconds) otherwise;
+        default: unless ``config.quiet``.
 
     Returns
     -------
@@ -266,7 +287,7 @@ def _run(
         world_size=ctx.world_size,
         seed=_stream_seed(config.seed, ctx.rank),
     )
-    raw_model = build_model(config.model, data.image_shape, prepared.num_classes).to(ctx.device)
+    raw_model = _build_model(config, data.image_shape, prepared.num_classes).to(ctx.device)
     model: torch.nn.Module = raw_model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -303,13 +324,21 @@ def _run(
         checkpoint.set_global_rng_state(saved["rng"][ctx.rank]["global"])
         start_epoch, history = saved["epoch"], saved["history"]
 
+    board = tblog.TensorBoardLog(run_dir, start_epoch) if config.tensorboard and ctx.is_main else None
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         extra = {"data": prepared.describe(), "world_size": ctx.world_size, "device": str(ctx.device)}
         report.write_config(run_dir, config.to_dict(), extra)
-    show = ctx.is_main and (sys.stderr.isatty() and not config.quiet if progress is None else progress)
+    mode = Progress.choose(progress, config.quiet, sys.stderr.isatty()) if ctx.is_main else "off"
     steps = data.steps_per_epoch
-    bar = _progress_bar(show, config.epochs * steps, start_epoch * steps, config.run_name)
+    shown = Progress(
+        mode,
+        config.run_name,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        start_epoch=start_epoch,
+        every=config.log_every,
+    )
     params = [p for p in raw_model.parameters() if p.requires_grad]
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -342,8 +371,7 @@ def _run(
                 )
                 bad = ~torch.isfinite(terms.value.detach())
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                if bar is not None:
-                    bar.update(1)
+                shown.step()
             scheduler.step()
             ctx.all_reduce_sum(sums)
             bad_step = int(first_bad)
@@ -386,11 +414,13 @@ def _run(
                     },
                 )
                 report.write_metrics(run_dir, history)
-            if bar is not None:
-                bar.set_postfix(test=f"{metrics['test_acc']:.3f}", lam=f"{lam:.3g}", refresh=False)
+            shown.epoch(row)
+            if board is not None:
+                board.epoch(row)
     finally:
-        if bar is not None:
-            bar.close()
+        shown.close()
+        if board is not None:
+            board.close()
         if ctx.is_main and history:
             report.plot_curves(run_dir, history, config.run_name)
     summary = _summary(config, ctx, prepared.noise.realised_rate, history)

@@ -54,9 +54,13 @@ exclude_patterns = ["_build", "_generated/include/**", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 
 # --- MyST -------------------------------------------------------------------------------------
-myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline", "substitution"]
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
+# One measured figure for the default run, the same as --help prints: {{ startup_figure }}.
+from sparse_reg.train.cli import STARTUP_FIGURE  # noqa: E402
+
+myst_substitutions = {"startup_figure": STARTUP_FIGURE}
 
 # --- autodoc / napoleon (numpydoc-style docstrings) -------------------------------------------
 autodoc_default_options = {"show-inheritance": True}

@@ -49,3 +49,20 @@ def test_a_compiled_run_still_sets_the_compiler_flag():
         "print(c.deterministic, torch.are_deterministic_algorithms_enabled())\n"
     )
     assert _run_python(code).split() == ["True", "True"]
+
+
+def test_help_readme_and_docs_quote_the_same_measured_figure():
+    from pathlib import Path
+
+    from sparse_reg.train.cli import STARTUP_FIGURE, build_parser
+
+    root = Path(__file__).resolve().parents[1]
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    assert "s of wall time" in STARTUP_FIGURE
+    assert STARTUP_FIGURE in flat(build_parser().format_help())
+    assert STARTUP_FIGURE in flat((root / "README.md").read_text())
+    for page in ("trainer.md", "getting-started.md", "reproduction.md"):
+        assert "{{ startup_figure }}" in (root / "docs" / page).read_text(), page

@@ -76,15 +76,19 @@ def _test_set(config: Config, data: str | None) -> tuple[np.ndarray, np.ndarray,
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, x: np.ndarray, record: dict[str, Any], batch: int, device) -> np.ndarray:
+def _predict(
+    model: torch.nn.Module, x: np.ndarray, record: dict[str, Any], config: Config, device: torch.device
+) -> np.ndarray:
     channels = len(record["mean"])
     mean = torch.tensor(record["mean"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
     std = torch.tensor(record["std"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
-    parts = []
+    batch, parts = config.eval_batch_size, []
     for start in range(0, x.shape[0], batch):
         chunk = torch.as_tensor(x[start : start + batch]).to(device)
-        parts.append(model(normalise(chunk, mean, std, scale)).argmax(dim=1).cpu())
+        # As the run's own evaluation: bfloat16 autocast for a model trained with --amp.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp):
+            parts.append(model(normalise(chunk, mean, std, scale)).argmax(dim=1).cpu())
     return torch.cat(parts).numpy()
 
 
@@ -144,7 +148,7 @@ def evaluate(
             f"{str(exc).splitlines()[0]}"
         ) from None
     model.to(target).eval()
-    pred = _predict(model, x, record, config.eval_batch_size, target)
+    pred = _predict(model, x, record, config, target)
     matrix = confusion_matrix(y, pred, num_classes)
     result = {
         "run_dir": str(run_dir.resolve()),

@@ -3,22 +3,18 @@
 The file is a NumPy ``.npz`` archive (``numpy.savez`` or ``numpy.savez_compressed``), read with
 ``allow_pickle=False``: loading it never runs code. Its keys:
 
-==============  =========================================================================  ========
-key             shape and dtype                                                            needed
-==============  =========================================================================  ========
-``x_train``     images ``(N, H, W)`` or ``(N, C, H, W)``, uint8 0..255; or features         yes
-                ``(N, D)``, floating point, finite
-``y_train``     ``(N,)`` integer labels in ``[0, K)``                                        yes
-``x_test``      as ``x_train``, with the same shape after the first axis                     no
-``y_test``      ``(M,)`` integer labels in ``[0, K)``                                        with
-                                                                                           x_test
-``class_names`` ``(K,)`` strings                                                             no
-==============  =========================================================================  ========
+* ``x_train`` (needed): images ``(N, H, W)`` or ``(N, C, H, W)``, uint8 0..255; or features
+  ``(N, D)``, floating point, finite;
+* ``y_train`` (needed): ``(N,)`` integer labels in ``[0, K)``;
+* ``x_test`` (optional): as ``x_train``, with the same shape after the first axis;
+* ``y_test`` (with ``x_test``): ``(M,)`` integer labels in ``[0, K)``;
+* ``class_names`` (optional): ``(K,)`` strings.
 
 ``K`` is the number of entries of ``class_names`` if given, else the largest label plus one.
 Without ``x_test``/``y_test`` a fixed 20% of the training samples (chosen with seed 0) is held
-out as the test set. Features are used as given (standardise them first if their scales
-differ); they reach the model as ``(N, 1, 1, D)`` "images", which only the ``mlp`` model takes.
+out as the test set. Features are normalised by their overall mean and standard deviation
+(standardise them per feature first if their scales differ); they reach the model as
+``(N, 1, 1, D)`` "images", which only the ``mlp`` model takes.
 The label noise is drawn on ``y_train`` exactly as on a preset's dataset.
 """
 

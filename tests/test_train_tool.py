@@ -95,6 +95,23 @@ def test_evaluate_reproduces_the_run_accuracy_and_saves_the_matrix(tmp_path, cap
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_reads_the_dataset_from_a_new_data_dir(tmp_path, monkeypatch):
+    from sparse_reg.train import evaluate as evaluate_module
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY, "--quiet", "--epochs", "1"]) == 0
+    seen = []
+    real = evaluate_module.load_dataset
+
+    def spy(config):
+        seen.append(config.data_dir)
+        return real(config)
+
+    monkeypatch.setattr(evaluate_module, "load_dataset", spy)
+    assert main(["evaluate", str(out), "--data-dir", str(tmp_path / "moved")]) == 0
+    assert seen == [str(tmp_path / "moved")]
+
+
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     matrix = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])

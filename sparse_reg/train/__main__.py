@@ -46,7 +46,9 @@ def _evaluate(args: Any) -> int:
     from sparse_reg.train.evaluate import EvaluateError, evaluate, format_report
 
     try:
-        result = evaluate(args.run_dir, data=args.data, device=args.device, plot=args.plot)
+        result = evaluate(
+            args.run_dir, data=args.data, data_dir=args.data_dir, device=args.device, plot=args.plot
+        )
     except (EvaluateError, DatasetError) as exc:
         _error(str(exc))
         return 2

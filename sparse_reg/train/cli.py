@@ -282,6 +282,9 @@ def _add_evaluate(commands: Any) -> None:
         help="evaluate on this file's test split instead of the run's test set: x_test/y_test, or "
         "without them the same 20%% of x_train that training holds out",
     )
+    evaluate.add_argument(
+        "--data-dir", help="where the run's dataset files are now (default: where the run read them)"
+    )
     evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     evaluate.add_argument(
         "--plot", metavar="FILE", help="where to write the plot (default RUN_DIR/confusion.png)"

@@ -93,7 +93,12 @@ def _predict(
 
 
 def evaluate(
-    run_dir: str | Path, data: str | None = None, device: str = "auto", plot: str | Path | None = None
+    run_dir: str | Path,
+    data: str | None = None,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    plot: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score the model of a finished run; write ``evaluation.json`` and the confusion plot.
 
@@ -103,6 +108,8 @@ def evaluate(
         The run directory (``config.json`` and ``model.pt``).
     data
         A ``--data`` file whose test split to use instead of the run's test set.
+    data_dir
+        Where the run's dataset files are now, if they moved since training.
     device
         Where to run the model (``"auto"``: CUDA if available).
     plot
@@ -123,6 +130,8 @@ def evaluate(
     """
     run_dir = Path(run_dir)
     config, record = _stored_run(run_dir)
+    if data_dir is not None:
+        config = dataclasses.replace(config, data_dir=data_dir)
     x, y, class_names = _test_set(config, data)
     image_shape, num_classes = tuple(record["image_shape"]), int(record["num_classes"])
     source = data if data is not None else "the run's test set"

@@ -261,7 +261,7 @@ def test_features_refuse_augmentation_and_image_models(tmp_path, capsys):
         )
         == 2
     )
-    assert "cannot take inputs of shape (1, 1, 3)" in capsys.readouterr().err.splitlines()[-1]
+    assert "cannot take inputs of shape (1, 1, 3)" in _one_error_line(capsys)
 
 
 # --- tensorboard and permissions ---------------------------------------------------------------

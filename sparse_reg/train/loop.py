@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,10 @@ def _deterministic_algorithms(mode: bool, compiled: bool) -> None:
 def _build_model(config: Config, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     """The run's model; with ``--data``, checked on one sample, so a misfit is a clear error."""
     try:
-        model = build_model(config.model, image_shape, num_classes)
+        with warnings.catch_warnings():
+            # A model too small for the inputs warns of empty layers before it fails: the error says it.
+            warnings.simplefilter("ignore", UserWarning)
+            model = build_model(config.model, image_shape, num_classes)
         if config.data is not None:
             with torch.no_grad():
                 model.eval()

@@ -20,7 +20,7 @@ __all__ = ["build_parser", "overrides_from"]
 _PROG = "python -m sparse_reg.train"
 
 #: The measured time of the default run, quoted by --help, the README and the docs.
-STARTUP_FIGURE = "about 8 s of wall time on an idle 2-core CPU, 2.6 s of it training"
+STARTUP_FIGURE = "about 7 s of wall time on a 2-core CPU, 2 s of it training"
 
 _EPILOG = textwrap.dedent(
     """\

@@ -6,6 +6,9 @@ Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html``; doctests:
 Tables, figures and the theory pages are generated at build time into ``docs/_generated/`` by the
 local extension ``docs/_ext/sr_docgen``, from the library itself: nothing in them is typed twice.
 
+Formulas render with no network: ``sphinx-mathjax-offline`` copies MathJax into the built site
+(``docs/check_offline.py`` checks it in a headless browser with the network off).
+
 Intersphinx works offline: every inventory has a local, empty fallback, so an unreachable site
 costs its cross-links but never a warning. ``SPARSE_REG_DOCS_INTERSPHINX=0`` skips the network.
 """
@@ -35,6 +38,8 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # Ships MathJax 3 into _static/mathjax and points mathjax_path there: formulas render offline.
+    "sphinx-mathjax-offline",
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
@@ -49,9 +54,13 @@ exclude_patterns = ["_build", "_generated/include/**", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 
 # --- MyST -------------------------------------------------------------------------------------
-myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "attrs_inline", "substitution"]
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
+# One measured figure for the default run, the same as --help prints: {{ startup_figure }}.
+from sparse_reg.train.cli import STARTUP_FIGURE  # noqa: E402
+
+myst_substitutions = {"startup_figure": STARTUP_FIGURE}
 
 # --- autodoc / napoleon (numpydoc-style docstrings) -------------------------------------------
 autodoc_default_options = {"show-inheritance": True}

@@ -236,7 +236,7 @@ def test_digits():
     ds = data.load("digits")
     assert ds.x_train.shape == (1257, 1, 8, 8) and ds.x_test.shape == (540, 1, 8, 8)
     assert ds.x_train.dtype == np.uint8 and ds.x_train.max() == 255
-    assert ds.source == "sklearn"
+    assert ds.source == "bundled"
     # Stratified: every class's share of the test set is within one image of 30%.
     counts = np.bincount(ds.y_train, minlength=10) + np.bincount(ds.y_test, minlength=10)
     assert np.all(np.abs(np.bincount(ds.y_test) - 0.3 * counts) <= 1)

@@ -61,7 +61,7 @@ def load(name: str, data_dir: str | Path | None = None, **kw: Any) -> Dataset:
     """
     if name == "digits":
         if data_dir is not None:
-            raise ValueError("digits is bundled with scikit-learn; data_dir must be None")
+            raise ValueError("digits ships with sparse_reg; data_dir must be None")
         return load_digits(**kw)
     try:
         loader = _LOADERS[name]

@@ -19,7 +19,8 @@ class Dataset:
         Dataset name, e.g. ``"cifar10"``; derived datasets carry a suffix
         (``"cifar10-lt-exp-0.01"``).
     x_train, x_test : numpy.ndarray
-        uint8 images of shape ``(N, channels, H, W)``, pixel values 0..255.
+        uint8 images of shape ``(N, channels, H, W)``, pixel values 0..255 (or float32 feature
+        vectors as ``(N, 1, 1, D)``).
     y_train, y_test : numpy.ndarray
         int64 labels in ``[0, num_classes)``.
     num_classes : int
@@ -27,7 +28,7 @@ class Dataset:
     mean, std : tuple of float
         Per-channel normalisation constants on the ``[0, 1]`` pixel scale (``x / 255``).
     source : str
-        Directory the files were read from, or ``"sklearn"``.
+        Directory the files were read from, or ``"bundled"`` for data shipped with the package.
     """
 
     name: str
@@ -44,8 +45,9 @@ class Dataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.dtype != np.uint8 or x.ndim != 4:
-                raise ValueError(f"x_{split} must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
+            # float32: feature vectors of the trainer's --data files, as (N, 1, 1, D).
+            if x.dtype not in (np.uint8, np.float32) or x.ndim != 4:
+                raise ValueError(f"x_{split} must be uint8 or float32 (N, C, H, W), got {x.dtype} {x.shape}")
             if y.dtype != np.int64 or y.shape != (x.shape[0],):
                 raise ValueError(f"y_{split} must be int64 of length {x.shape[0]}")
         if len(self.class_names) != self.num_classes:

@@ -1,10 +1,21 @@
-"""scikit-learn's bundled 8x8 digits, as a small offline stand-in for MNIST."""
+"""The UCI 8x8 handwritten digits, shipped with the package as a small offline stand-in for MNIST.
+
+The data are the 1,797 images that scikit-learn bundles as ``load_digits`` (the test set of the UCI
+"Optical Recognition of Handwritten Digits" data, E. Alpaydin and C. Kaynak, 1998, licensed CC BY
+4.0). They ship as ``digits.npz`` (49 kB) so that the default run needs neither scikit-learn nor
+its import time; ``scripts/make_digits.py`` regenerates the file from scikit-learn and a test checks
+that both agree.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
+
 import numpy as np
 
+from ..errors import CorruptDatasetError
 from ._dataset import Dataset
+from ._files import digest
 
 __all__ = ["SPLIT_SEED", "TEST_FRACTION", "load_digits"]
 
@@ -13,41 +24,61 @@ TEST_FRACTION = 0.3
 #: ``random_state`` of the stratified split.
 SPLIT_SEED = 0
 
+_FILE = "digits.npz"
+_KEYS = ("images", "labels", "train_index", "test_index")
+#: SHA-256 of the arrays' bytes, in the order of ``_KEYS``.
+_SHA256 = "ed7e327aa335a893da1347312a9f7024077e3dc8b487096574bf2f07834760e9"
+
+
+def _read_shipped() -> dict[str, np.ndarray]:
+    source = resources.files(__package__).joinpath(_FILE)
+    try:
+        with source.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in _KEYS}
+    except (OSError, KeyError, ValueError) as exc:
+        raise CorruptDatasetError(
+            f"{source}: the shipped digits file cannot be read ({exc}); reinstall sparse_reg"
+        ) from exc
+    actual = digest(b"".join(np.ascontiguousarray(arrays[key]).tobytes() for key in _KEYS), "sha256")
+    if actual != _SHA256:
+        raise CorruptDatasetError(
+            f"{source}: checksum mismatch (expected SHA-256 {_SHA256}, got {actual}); reinstall sparse_reg"
+        )
+    return arrays
+
 
 def load_digits() -> Dataset:
-    """Load scikit-learn's digits (1,797 images of 8x8 pixels, 10 classes).
+    """Load the 8x8 digits (1,797 images, 10 classes) shipped with the package.
 
-    Pixel values 0..16 are scaled to uint8 by ``round(v * 255 / 16)``. The split is fixed:
-    ``sklearn.model_selection.train_test_split(test_size=0.3, stratify=y, random_state=0)``,
-    giving 1,257 training and 540 test images. ``mean``/``std`` are computed from the training
-    images on the ``[0, 1]`` scale.
+    Pixel counts 0..16 are scaled to uint8 by ``round(v * 255 / 16)``. The split is fixed and
+    shipped with the images: it is scikit-learn's
+    ``train_test_split(test_size=0.3, stratify=y, random_state=0)``, giving 1,257 training and 540
+    test images. ``mean``/``std`` are computed from the training images on the ``[0, 1]`` scale.
 
     Returns
     -------
     Dataset
-        ``x`` of shape ``(N, 1, 8, 8)``; ``source="sklearn"``.
+        ``x`` of shape ``(N, 1, 8, 8)``; ``source="bundled"``.
+
+    Raises
+    ------
+    sparse_reg.errors.CorruptDatasetError
+        The shipped file is unreadable or does not match its checksum.
     """
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the digits dataset needs scikit-learn: pip install 'sparse_reg[train]'") from exc
-    bunch = sk_load_digits()
-    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    y = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
-    )
-    pixels = x_train.astype(np.float64) / 255.0
+    arrays = _read_shipped()
+    x = np.rint(arrays["images"] * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    y = arrays["labels"].astype(np.int64)
+    train, test = arrays["train_index"], arrays["test_index"]
+    pixels = x[train].astype(np.float64) / 255.0
     return Dataset(
         name="digits",
-        x_train=np.ascontiguousarray(x_train),
-        y_train=y_train,
-        x_test=np.ascontiguousarray(x_test),
-        y_test=y_test,
+        x_train=np.ascontiguousarray(x[train]),
+        y_train=y[train],
+        x_test=np.ascontiguousarray(x[test]),
+        y_test=y[test],
         num_classes=10,
         class_names=tuple(str(d) for d in range(10)),
         mean=(float(pixels.mean()),),
         std=(float(pixels.std()),),
-        source="sklearn",
+        source="bundled",
     )

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m sparse_reg.train [options]`` and ``... sweep [options]``."""
+"""Entry point: ``python -m sparse_reg.train [options]``, ``... sweep`` and ``... evaluate RUN_DIR``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
 
 
+def _evaluate(args: Any) -> int:
+    from sparse_reg.errors import DatasetError
+    from sparse_reg.train.evaluate import EvaluateError, evaluate, format_report
+
+    try:
+        result = evaluate(
+            args.run_dir, data=args.data, data_dir=args.data_dir, device=args.device, plot=args.plot
+        )
+    except (EvaluateError, DatasetError) as exc:
+        _error(str(exc))
+        return 2
+    print(format_report(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 non-finite loss, 2 invalid input)."""
     from sparse_reg.errors import BackendUnavailableError, DatasetError
@@ -49,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "sweep":
         from sparse_reg.train.sweep import run_sweep
 

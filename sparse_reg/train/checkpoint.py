@@ -54,6 +54,8 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.name), suffix=_TMP_SUFFIX)
     try:
+        # mkstemp creates the file private (0600); a run's files get what open() would give them.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -82,6 +84,13 @@ def fingerprint(settings: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``settings`` (sorted keys): equal exactly when they are."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -39,7 +39,9 @@ MODELS: tuple[str, ...] = ("mlp", "mnist-cnn", "cnn8", "resnet34")
 #: Libraries accepted by ``backend``: those the backend registry marks as able to train a torch model.
 TRAINER_BACKENDS: tuple[str, ...] = tuple(name for name, row in REGISTRY.items() if row.trainer)
 #: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
-RUNTIME_KEYS: frozenset[str] = frozenset({"out", "data_dir", "device", "quiet", "threads"})
+RUNTIME_KEYS: frozenset[str] = frozenset(
+    {"out", "data_dir", "device", "quiet", "threads"} | {"log_every", "tensorboard"}
+)
 
 #: Config fields named differently from the objective parameter they hold.
 _OBJECTIVE_FIELDS = {"lam": "lam0"}
@@ -101,6 +103,15 @@ class Config:
     deterministic: bool = True
     out: str | None = None
     quiet: bool = False
+    # --- the user's own data, progress lines and TensorBoard -----------------------------------
+    #: A ``.npz`` file of the user's own data (:mod:`sparse_reg.train.userdata`) in place of the
+    #: preset's dataset; the preset still chooses the model family and the hyperparameters.
+    data: str | None = None
+    #: Least seconds between two progress lines when stderr is not a terminal (0: every epoch).
+    log_every: float = 10.0
+    #: Also log every epoch's metrics for TensorBoard, in ``<run dir>/tensorboard``.
+    tensorboard: bool = False
+    # --------------------------------------------------------------------------------------------
 
     @property
     def base_loss(self) -> str:
@@ -123,8 +134,13 @@ class Config:
 
     @property
     def run_name(self) -> str:
-        """``<preset>-<loss>-<noise>-seed<k>``, e.g. ``digits-ce+sr-sym0.6-seed0``."""
-        return f"{self.preset}-{self.loss}-{noise_tag(self.noise)}-seed{self.seed}"
+        """``<preset>-<loss>-<noise>-seed<k>``, e.g. ``digits-ce+sr-sym0.6-seed0``.
+
+        With :attr:`data`, the file's stem takes the preset's place (``mine-ce+sr-sym0.6-seed0``),
+        so a run on one's own data never lands in the preset's run directory.
+        """
+        source = self.preset if self.data is None else Path(self.data).stem
+        return f"{source}-{self.loss}-{noise_tag(self.noise)}-seed{self.seed}"
 
     @property
     def run_dir(self) -> Path:
@@ -359,6 +375,23 @@ def validate(config: Config) -> None:
             value is None or (isinstance(value, int) and value >= 1),
             f"{key} must be an integer >= 1; got {value!r}",
         )
+    # --- the user's own data, progress lines and TensorBoard -----------------------------------
+    need(
+        config.data is None or (isinstance(config.data, str) and config.data.endswith(".npz")),
+        f"data must be the path of a .npz file; got {config.data!r}",
+    )
+    need(
+        isinstance(config.log_every, (int, float))
+        and not isinstance(config.log_every, bool)
+        and math.isfinite(config.log_every)
+        and config.log_every >= 0,
+        f"log_every must be a finite number of seconds >= 0; got {config.log_every!r}",
+    )
+    need(
+        isinstance(config.tensorboard, bool),
+        f"tensorboard must be true or false; got {config.tensorboard!r}",
+    )
+    # --------------------------------------------------------------------------------------------
     from sparse_reg.schedule import LambdaSchedule
 
     try:

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 from sparse_reg import data as datasets
 from sparse_reg import noise as noise_lib
-from sparse_reg.train.config import Config
+from sparse_reg.train import userdata
+from sparse_reg.train.config import Config, ConfigError
 
-__all__ = ["DeviceData", "Prepared", "prepare"]
+__all__ = ["DeviceData", "Prepared", "load_dataset", "normalise", "prepare"]
 
 #: Seed of the fixed subset chosen by ``limit_train``: the same images for every run and seed.
 SUBSET_SEED = 0
@@ -42,12 +43,19 @@ class Prepared:
     noise: noise_lib.NoisyLabels
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready record of the data and the noise actually drawn."""
+        """A JSON-ready record of the data and the noise actually drawn.
+
+        ``image_shape``, ``mean`` and ``std`` are what ``evaluate`` needs to rebuild the model and
+        feed it exactly as in training.
+        """
         return {
             "dataset": self.name,
             "train_size": int(self.y_clean.size),
             "test_size": int(self.y_test.size),
             "num_classes": self.num_classes,
+            "image_shape": list(self.x_train.shape[1:]),
+            "mean": list(self.mean),
+            "std": list(self.std),
             "noise": self.noise.description,
             "realised_rate": self.noise.realised_rate,
             "noise_seed": self.noise.seed,
@@ -63,8 +71,7 @@ def prepare(config: Config) -> Prepared:
     sparse_reg.errors.DatasetNotFoundError
         The data files are missing; the message says how to get them.
     """
-    kwargs = {} if config.dataset == "digits" else {"data_dir": config.data_dir}
-    ds = datasets.load(config.dataset, **kwargs)
+    ds = load_dataset(config)
     if config.lt_profile is not None:
         ds = datasets.long_tailed(
             ds, profile=config.lt_profile, imbalance=config.lt_imbalance, seed=SUBSET_SEED
@@ -79,7 +86,8 @@ def prepare(config: Config) -> Prepared:
     noise_seed = config.seed if config.noise_seed is None else config.noise_seed
     features = None
     if config.noise.startswith("instance"):
-        features = x_train.reshape(x_train.shape[0], -1).astype(np.float64) / 255.0
+        scale = 1.0 if userdata.is_features(x_train) else 255.0
+        features = x_train.reshape(x_train.shape[0], -1).astype(np.float64) / scale
     noisy = noise_lib.apply(
         config.noise, y_train, ds.num_classes, dataset=ds.name, seed=noise_seed, features=features
     )
@@ -96,6 +104,38 @@ def prepare(config: Config) -> Prepared:
         std=ds.std,
         noise=noisy,
     )
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
+    """The model's input: :math:`(x / \\text{scale} - \\mu) / \\sigma`, per channel, in float32.
+
+    ``scale`` is 255 for uint8 images and 1 for feature vectors; ``mean`` and ``std`` have shape
+    ``(1, C, 1, 1)``.
+    """
+    return (x.float() / scale - mean) / std
+
+
+def load_dataset(config: Config) -> datasets.Dataset:
+    """The run's dataset: the ``data`` file when given (:mod:`~sparse_reg.train.userdata`), else the preset's.
+
+    Raises
+    ------
+    sparse_reg.errors.DatasetError
+        The files are missing or invalid.
+    ConfigError
+        Augmentation was asked for on feature vectors.
+    """
+    if config.data is not None:
+        ds = userdata.load_npz(config.data)
+        if userdata.is_features(ds.x_train) and (config.crop_pad or config.flip or config.rotate):
+            raise ConfigError(
+                f"--data {config.data!r} holds feature vectors, which cannot be cropped, flipped or "
+                f"rotated (crop_pad={config.crop_pad}, flip={config.flip}, rotate={config.rotate}); pass "
+                "--crop-pad 0 --no-flip --rotate 0"
+            )
+        return ds
+    kwargs = {} if config.dataset == "digits" else {"data_dir": config.data_dir}
+    return datasets.load(config.dataset, **kwargs)
 
 
 class DeviceData:
@@ -135,6 +175,8 @@ class DeviceData:
         self.x_test = torch.as_tensor(prepared.x_test[shard]).to(device)
         self.y_test = torch.as_tensor(prepared.y_test[shard]).to(device)
         channels = prepared.x_train.shape[1]
+        # uint8 images are scaled to [0, 1] before normalisation; feature vectors are used as given.
+        self.scale = 255.0 if prepared.x_train.dtype == np.uint8 else 1.0
         self.mean = torch.tensor(prepared.mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
         self.std = torch.tensor(prepared.std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
         self.batch_size = max(1, config.batch_size // world_size)
@@ -152,8 +194,8 @@ class DeviceData:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images to normalised float32."""
-        return (x.float() / 255.0 - self.mean) / self.std
+        """uint8 images (or float32 features) to normalised float32."""
+        return normalise(x, self.mean, self.std, self.scale)
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of augmented, normalised training batches in a fresh random order."""

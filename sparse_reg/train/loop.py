@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,14 @@ import numpy as np
 import torch
 
 from sparse_reg.errors import DatasetError
-from sparse_reg.train import checkpoint, report
+from sparse_reg.train import checkpoint, report, tblog
 from sparse_reg.train.config import RUNTIME_KEYS, Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
 from sparse_reg.train.dist import Context, setup
 from sparse_reg.train.lock import RunDirInUseError, RunDirLock
 from sparse_reg.train.losses import Criterion
 from sparse_reg.train.models import build_model
+from sparse_reg.train.progress import Progress
 
 __all__ = ["NonFiniteLossError", "RunDirError", "run"]
 
@@ -42,7 +45,12 @@ RUN_FILES = (
     "summary.md",
     checkpoint.CHECKPOINT,
     "model.pt",
+    # Written by ``evaluate``.
+    "evaluation.json",
+    "confusion.png",
 )
+#: Directories a run writes; ``--overwrite`` removes them whole.
+RUN_DIRS = (tblog.DIRECTORY,)
 
 
 class RunDirError(ValueError):
@@ -53,13 +61,48 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool, compiled: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the global stream)
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _deterministic_algorithms(deterministic, compiled)
     torch.backends.cudnn.deterministic = deterministic
+
+
+def _deterministic_algorithms(mode: bool, compiled: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)``, without the compiler's import.
+
+    The public function also sets ``torch._inductor.config.deterministic``, and importing that
+    module loads torch._dynamo and torch._inductor (about 2 s). Only a compiled model reads that
+    flag, so an eager run sets the eager switch alone. (torch 2.13's optimizers still import
+    torch._dynamo on their first call, so this saves the import only where no optimizer runs.)
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if compiled or setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        setter(mode, warn_only=True)
+
+
+def _build_model(config: Config, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    """The run's model; with ``--data``, checked on one sample, so a misfit is a clear error."""
+    try:
+        with warnings.catch_warnings():
+            # A model too small for the inputs warns of empty layers before it fails: the error says it.
+            warnings.simplefilter("ignore", UserWarning)
+            model = build_model(config.model, image_shape, num_classes)
+        if config.data is not None:
+            with torch.no_grad():
+                model.eval()
+                model(torch.zeros((1, *image_shape)))
+                model.train()
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"the model {config.model!r} cannot take inputs of shape {tuple(image_shape)}: "
+            f"{str(exc).splitlines()[0]}; choose another --model (mlp takes any shape)"
+        ) from None
+    return model
 
 
 def _stream_seed(seed: int, rank: int) -> int:
@@ -118,12 +161,15 @@ def _differences(stored: dict[str, Any], config: Config) -> str:
 def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
     """Decide what to do with the (owned) run directory: ``"new"``, ``"resume"`` or ``"finished"``."""
     run_dir = config.run_dir
-    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    present = [name for name in RUN_FILES + RUN_DIRS if (run_dir / name).exists()]
     if not present:
         return "new"
     if overwrite:
         for name in present:
-            (run_dir / name).unlink()
+            if name in RUN_DIRS:
+                shutil.rmtree(run_dir / name)
+            else:
+                (run_dir / name).unlink()
         return "new"
     if not resume:
         raise RunDirError(
@@ -244,14 +290,6 @@ def _evaluate(model: torch.nn.Module, data: DeviceData, ctx: Context, amp: bool)
     }
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-
 def run(
     config: Config, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None
 ) -> dict[str, Any]:
@@ -267,7 +305,9 @@ def run(
     overwrite
         Remove a previous run's files from the run directory first.
     progress
-        Show a progress bar; default: when stderr is a terminal and ``config.quiet`` is false.
+        Show progress (:class:`~sparse_reg.train.progress.Progress`): a bar when stderr is a
+        terminal, a line per epoch (at most one every ``config.log_every`` seconds) otherwise;
+        default: unless ``config.quiet``.
 
     Returns
     -------
@@ -322,7 +362,7 @@ def _run(
     if state == "finished":
         return ctx.broadcast_object(summary if ctx.is_main else None)
 
-    _seed_everything(config.seed, config.deterministic)
+    _seed_everything(config.seed, config.deterministic, config.compile)
     threads = config.threads if config.threads is not None else (1 if config.model == "mlp" else None)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -340,10 +380,7 @@ def _run(
         world_size=ctx.world_size,
         seed=_stream_seed(config.seed, ctx.rank),
     )
-    try:
-        raw_model = build_model(config.model, data.image_shape, prepared.num_classes).to(ctx.device)
-    except ValueError as exc:  # a model that does not fit the dataset's images
-        raise ConfigError(f"model {config.model!r}: {exc}") from None
+    raw_model = _build_model(config, data.image_shape, prepared.num_classes).to(ctx.device)
     model: torch.nn.Module = raw_model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -381,6 +418,7 @@ def _run(
         start_epoch, history = saved["epoch"], saved["history"]
 
     fingerprint = checkpoint.fingerprint(settings_of(config))
+    board = tblog.TensorBoardLog(run_dir, start_epoch) if config.tensorboard and ctx.is_main else None
     if ctx.is_main:
         extra = {
             "data": prepared.describe(),
@@ -389,9 +427,16 @@ def _run(
             "fingerprint": fingerprint,
         }
         report.write_config(run_dir, config.to_dict(), extra)
-    show = ctx.is_main and (sys.stderr.isatty() and not config.quiet if progress is None else progress)
+    mode = Progress.choose(progress, config.quiet, sys.stderr.isatty()) if ctx.is_main else "off"
     steps = data.steps_per_epoch
-    bar = _progress_bar(show, config.epochs * steps, start_epoch * steps, config.run_name)
+    shown = Progress(
+        mode,
+        config.run_name,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        start_epoch=start_epoch,
+        every=config.log_every,
+    )
     params = [p for p in raw_model.parameters() if p.requires_grad]
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -424,8 +469,7 @@ def _run(
                 )
                 bad = ~torch.isfinite(terms.value.detach())
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                if bar is not None:
-                    bar.update(1)
+                shown.step()
             scheduler.step()
             ctx.all_reduce_sum(sums)
             bad_step = int(first_bad)
@@ -474,11 +518,13 @@ def _run(
                     },
                 )
                 report.write_metrics(run_dir, history)
-            if bar is not None:
-                bar.set_postfix(test=f"{metrics['test_acc']:.3f}", lam=f"{lam:.3g}", refresh=False)
+            shown.epoch(row)
+            if board is not None:
+                board.epoch(row)
     finally:
-        if bar is not None:
-            bar.close()
+        shown.close()
+        if board is not None:
+            board.close()
         if ctx.is_main and history:
             report.plot_curves(run_dir, history, config.run_name)
     summary = _summary(config, ctx, prepared.noise.realised_rate, history)

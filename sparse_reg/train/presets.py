@@ -15,7 +15,7 @@ Deviations from the shipped official code, each deliberate:
   :math:`\lambda = 0`, no normalisation); the official code cannot train them at all.
 * ``fashion-mnist`` has no setting in the paper: it reuses the MNIST preset with its own pixel
   statistics.
-* ``digits`` is not in the paper: a small MLP on scikit-learn's 8x8 digits, tuned so that the
+* ``digits`` is not in the paper: a small MLP on the UCI 8x8 digits (shipped), tuned so that the
   effect of SR shows within seconds on a CPU.
 """
 
@@ -119,7 +119,7 @@ _DIGITS_SR = _sr_table((0.1, 0.1, 4.0, 2.0, 5), gce_q=0.01, gce_tuple=(0.5, 0.1,
 
 _DIGITS = Preset(
     name="digits",
-    description="scikit-learn 8x8 digits (bundled), 2-hidden-layer MLP, MNIST SR tuple; seconds on a CPU",
+    description="UCI 8x8 digits (shipped), 2-hidden-layer MLP, MNIST SR tuple; seconds on a CPU",
     dataset="digits",
     model="mlp",
     epochs=50,

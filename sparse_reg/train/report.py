@@ -82,9 +82,9 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of python and the libraries a run depends on."""
+    """Versions of python and the libraries a run depends on (cupy only when the run loaded it)."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("sparse_reg", "torch", "numpy", "sklearn", "cupy"):
+    for name in ("sparse_reg", "torch", "numpy", "cupy"):
         module = sys.modules.get(name)
         if module is None and name != "cupy":
             try:
@@ -155,17 +155,13 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
     """``curves.png``: accuracies, loss terms and lambda against the epoch (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    fig = new_figure(figsize=(14, 4))
+    axes = fig.subplots(1, 3)
     epochs = [row["epoch"] for row in history]
 
     def series(key: str) -> list[float]:
         return [math.nan if row.get(key) is None else row[key] for row in history]
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     for key, label in (
         ("test_acc", "test"),
         ("train_acc_clean", "train, clean part"),
@@ -185,7 +181,21 @@ def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> Non
     twin.plot(epochs, series("lr"), label="lr", color="C4", linestyle="--")
     twin.set_ylabel("lr")
     fig.suptitle(title)
+    save_figure(fig, Path(run_dir) / "curves.png")
+
+
+def new_figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib figure on the Agg canvas: no pyplot, no GUI backend, no global figure registry."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG, atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(Path(run_dir) / "curves.png", buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,87 @@
+"""The documentation's formulas render with no network (docs/check_offline.py and docs/conf.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("check_offline", ROOT / "docs" / "check_offline.py")
+check_offline = importlib.util.module_from_spec(_spec)
+sys.modules["check_offline"] = check_offline  # dataclasses look their module up there
+_spec.loader.exec_module(check_offline)
+
+RENDERED = """<html><head><script src="_static/mathjax/tex-chtml.js"></script></head><body>
+<nav><span class="math notranslate"><mjx-container class="MathJax"><mjx-math>p</mjx-math>
+<mjx-assistive-mml><math><mi>p</mi></math></mjx-assistive-mml></mjx-container></span></nav>
+<div class="math notranslate"><mjx-container display="true"><mjx-math>x</mjx-math></mjx-container></div>
+<pre>a regex \\( in code is not a formula</pre></body></html>"""
+
+
+def test_scan_counts_rendered_formulas_and_ignores_code():
+    scan = check_offline.scan_html(RENDERED)
+    assert (scan.formulas, scan.rendered, scan.raw, scan.remote) == (2, 2, [], [])
+
+
+def test_scan_finds_raw_latex_and_remote_scripts():
+    page = (
+        '<html><head><script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">'
+        '</script><link rel="stylesheet" href="//cdn.example/katex.css"></head><body>'
+        '<span class="math notranslate nohighlight">\\(\\lambda_t\\)</span>'
+        '<div class="math">$$x$$</div></body></html>'
+    )
+    scan = check_offline.scan_html(page)
+    assert (scan.formulas, scan.rendered) == (2, 0)
+    assert scan.raw == ["\\(\\lambda_t\\)", "$$x$$"]
+    assert scan.remote == [
+        "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js",
+        "//cdn.example/katex.css",
+    ]
+
+
+def _build_site(tmp_path: Path, offline: bool) -> Path:
+    pytest.importorskip("sphinx")
+    if offline:
+        pytest.importorskip("sphinx-mathjax-offline")
+    source = tmp_path / ("offline" if offline else "cdn")
+    source.mkdir()
+    extensions = ["sphinx.ext.mathjax"] + (["sphinx-mathjax-offline"] if offline else [])
+    (source / "conf.py").write_text(f"extensions = {extensions!r}\nhtml_theme = 'basic'\n")
+    (source / "index.rst").write_text(
+        "Title\n=====\n\nInline :math:`\\lambda_t = \\lambda_0 \\rho^t`.\n\n.. math:: \\sum_k s_k^p\n"
+    )
+    out = source / "_build"
+    subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(source), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_a_site_loading_mathjax_from_a_cdn_fails_the_check(tmp_path):
+    site = _build_site(tmp_path, offline=False)
+    problems = check_offline.check(site, browser=None)
+    assert any("loads https://" in p and "from the network" in p for p in problems), problems
+
+
+def test_the_docs_configuration_ships_mathjax():
+    conf = (ROOT / "docs" / "conf.py").read_text()
+    assert '"sphinx-mathjax-offline"' in conf and "cdn" not in conf.lower()
+
+
+@pytest.mark.skipif(check_offline.find_browser() is None, reason="needs Chromium (apt-get install chromium)")
+def test_formulas_render_in_a_browser_with_the_network_off(tmp_path):
+    site = _build_site(tmp_path, offline=True)
+    assert check_offline.check(site, check_offline.find_browser(), tmp_path / "shots") == []
+    assert (tmp_path / "shots" / "index.png").stat().st_size > 0
+    # The same page without its MathJax files: formulas stay raw, and the check says so.
+    shutil.rmtree(site / "_static" / "mathjax")
+    problems = check_offline.check(site, check_offline.find_browser())
+    assert "index.html: 0 of 2 formulas rendered" in problems
+    assert any("raw LaTeX left in a formula" in p for p in problems)

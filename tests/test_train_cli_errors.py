@@ -30,7 +30,7 @@ CLI_CASES = [
     ("out that cannot be created", ["--out", "/proc/sparse-reg-run"], "cannot write the run directory"),
     ("backend without its library", ["--backend", "cupy"], "backend='cupy' needs the 'cupy' package"),
     ("resume and overwrite", ["--resume", "--overwrite"], "--overwrite: not allowed with argument --resume"),
-    ("model too big for the images", ["--model", "resnet34"], "model 'resnet34': resnet34 expects 32x32"),
+    ("model too big for the images", ["--model", "resnet34"], "model 'resnet34' cannot take inputs of shape (1, 8, 8): resnet34 expects 32x32"),
     ("sweep out under a file", ["sweep", "--out", "{file}/sweep"], "--out '{file}/sweep': cannot create"),
     ("sweep repeated seed", ["sweep", "--seeds", "0,0"], "--seeds 0,0 repeats 0"),
     ("sweep repeated loss", ["sweep", "--losses", "ce,CE"], "--losses ce,ce repeats ce"),

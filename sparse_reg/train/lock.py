@@ -58,6 +58,17 @@ class RunDirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def discard_if_unused(self) -> None:
+        """Remove the directory if it holds nothing but the lock: a run that failed before writing
+        anything (bad data, a model that does not fit) leaves nothing behind."""
+        if self._fd is None or [p.name for p in self.path.parent.iterdir()] != [LOCK_FILE]:
+            return
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # something appeared in it meanwhile: it stays
+            pass
+
     def release(self) -> None:
         """Give the lock up (closing the file releases it); the file itself stays."""
         if self._fd is not None:

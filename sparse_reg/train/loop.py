@@ -330,12 +330,17 @@ def run(
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise ConfigError(f"device {config.device!r} cannot be used: {reason}") from None
     lock = RunDirLock(config.run_dir)
+    fresh = not config.run_dir.exists()
     try:
         summary = _run(config, ctx, lock, resume, overwrite, progress)
         # Rank 0 still writes the plot and summary when the others finish; a rank that tears its
         # gloo group down while a peer is connected can abort the process, so all leave together.
         ctx.barrier()
         return summary
+    except BaseException:
+        if fresh:
+            lock.discard_if_unused()
+        raise
     finally:
         lock.release()
         ctx.close()

@@ -253,7 +253,7 @@ class LambdaSchedule:
         return self()
 
     def step(self) -> float:
-        """Advance the clock by one tick (an epoch, or an optimizer step) and return the new :math:`\\lambda`."""
+        """Advance the clock one tick (an epoch, or an optimizer step); returns the new :math:`\\lambda`."""
         if self.unit == "epoch":
             self.epoch += 1
         else:

@@ -66,6 +66,7 @@ def test_the_per_epoch_form_is_still_available():
         ({"lam_warmup": 50}, "--lam-warmup 50 does not fit the run"),
         ({"lam_unit": "progress", "lam_horizon": 5, "every": 5}, "--every 5 does not fit the run"),
         ({"lam_unit": "step", "lam_warmup": 40}, "--lam-warmup 40 does not fit the run"),
+        ({"lam0": 1.0, "rho": 1e38, "every": 1}, "--rho 1e\\+38 does not fit the run"),
     ],
 )
 def test_a_schedule_that_does_not_fit_the_run_is_refused(overrides, needle):

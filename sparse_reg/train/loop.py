@@ -431,6 +431,19 @@ def lambda_schedule(config: Config, steps_per_epoch: int, train_size: int) -> La
             f"--every {config.every} does not fit the run: with --lam-unit {config.lam_unit} and "
             f"--lam-warmup {config.lam_warmup}, lambda would never grow within {length} {unit_name}"
         )
+    schedule = _clocked_schedule(config, total, horizon, train_size)
+    try:
+        schedule(config.epochs - 1 if config.lam_unit == "epoch" else total - 1)
+    except ValueError:
+        raise ConfigError(
+            f"--rho {config.rho:g} does not fit the run: with --lam0 {config.lam0:g}, --every "
+            f"{config.every} and --lam-unit {config.lam_unit}, lambda exceeds the float64 range before "
+            "the run ends"
+        ) from None
+    return schedule
+
+
+def _clocked_schedule(config: Config, total: int, horizon: int, train_size: int) -> LambdaSchedule:
     if config.lam_unit != "progress":
         return LambdaSchedule(
             config.lam0, config.rho, config.every, unit=config.lam_unit, warmup=config.lam_warmup

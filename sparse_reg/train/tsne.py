@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     fig, axes = plt.subplots(1, len(args.runs), figsize=(4 * len(args.runs), 4.2), squeeze=False)
     for ax, run_dir in zip(axes[0], args.runs, strict=True):
@@ -85,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         features = penultimate_features(model, data)
         perplexity = min(args.perplexity, (len(features) - 1) / 3)
-        embedded = TSNE(2, perplexity=perplexity, init="pca", random_state=TSNE_SEED).fit_transform(features)
+        # One thread: a few hundred points gain nothing from OpenMP, and on a loaded machine its
+        # spinning threads cost minutes (threadpoolctl comes with scikit-learn).
+        with threadpool_limits(1):
+            tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=TSNE_SEED)
+            embedded = tsne.fit_transform(features)
         labels = data.y_test.numpy()
         ax.scatter(embedded[:, 0], embedded[:, 1], c=labels, cmap="tab10", s=4, vmin=0, vmax=9)
         summary_path = run_dir / "summary.json"

@@ -1,4 +1,12 @@
-r"""The penalty weight's schedule :math:`\lambda_t = \lambda_0\,\rho^{\lfloor t / r\rfloor}`."""
+r"""The penalty weight's schedule :math:`\lambda_t = \lambda_0\,\rho^{\lfloor t / r\rfloor}`, on three clocks.
+
+The clock :math:`t` is the epoch (the official code), the optimizer step, or the fraction of the run
+done (*progress*). Progress measures time in epochs of a *reference run* of ``horizon`` epochs,
+stretched over the ``total`` steps of this run, so one tuple :math:`(\lambda_0, \rho, r)` keeps its
+:math:`\lambda` range and pace on a run of any length, dataset size or batch size.
+:func:`lambda_at` is the same rule as a pure function of the step on arrays, for ``jax.jit``,
+``torch.compile`` and optax.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,110 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LambdaSchedule"]
+__all__ = ["UNITS", "LambdaSchedule", "lambda_at"]
+
+#: The clocks :attr:`LambdaSchedule.unit` accepts.
+UNITS: tuple[str, ...] = ("epoch", "step", "progress")
+
+
+def lambda_at(
+    step: Any,
+    lam0: float,
+    rho: float,
+    every: Any,
+    warmup: Any = 0,
+    *,
+    scale: Any = 1,
+    lam_max: float | None = None,
+) -> Any:
+    r""":math:`\lambda` at optimizer step ``step``, jittable: array operators only, no branches.
+
+    .. math::
+
+        u = \text{scale}\cdot t, \qquad
+        \lambda(t) = \begin{cases}
+            \lambda_0\, u / w & u < w \quad\text{(linear warm-up from 0)}\\
+            \min\bigl(\lambda_0\,\rho^{\lfloor (u - w)/r \rfloor},\ \lambda_{\max}\bigr) & u \ge w
+        \end{cases}
+
+    With integer ``step``, ``every``, ``warmup`` and ``scale`` the growth index is computed exactly
+    in integers (no floating-point rounding at period boundaries). :class:`LambdaSchedule` maps
+    every clock onto this form (:meth:`LambdaSchedule.step_fn`).
+
+    Parameters
+    ----------
+    step
+        The 0-indexed optimizer step: a Python int or an integer array of any library (a jax tracer,
+        a torch tensor, a NumPy array).
+    lam0, rho
+        Initial weight and growth factor per period.
+    every
+        Period :math:`r`, in units of ``scale * step``.
+    warmup
+        Length :math:`w` of the linear warm-up from 0 to :math:`\lambda_0`, in the same units (0: none).
+    scale
+        Units per step (the progress clock uses ``horizon`` with ``every`` and ``warmup``
+        multiplied by ``total``).
+    lam_max
+        Optional cap on :math:`\lambda` (``None``: none; on float32 arrays a large exponent gives inf).
+
+    Returns
+    -------
+    float or array
+        :math:`\lambda`, with the shape of ``step`` and a floating dtype.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from sparse_reg.schedule import lambda_at
+    >>> fn = jax.jit(lambda t: lambda_at(t, 4.0, 2.0, 2345))
+    >>> [float(fn(jnp.asarray(t))) for t in (0, 2344, 2345, 23449)]
+    [4.0, 4.0, 8.0, 2048.0]
+    """
+    if isinstance(step, int):
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            value = lambda_at(
+                np.asarray(step, dtype=np.int64), lam0, rho, every, warmup, scale=scale, lam_max=lam_max
+            )
+        return float(value)
+    # Operators only (no namespace lookup), so jax.jit and torch.compile trace it as plain arithmetic.
+    u = step * scale
+    grown = u - warmup
+    index = (grown * (grown > 0)) // every
+    lam = lam0 * rho ** (index * 1.0)
+    if lam_max is not None:
+        lam = lam.clip(max=lam_max)
+    if isinstance(warmup, int) and warmup == 0:
+        return lam
+    # lam is finite wherever grown < 0 (index 0 there), so the blend never multiplies inf by 0.
+    return lam * (grown >= 0) + (lam0 * u / warmup) * (grown < 0)
 
 
 @dataclass
 class LambdaSchedule:
     r"""Geometric growth of :math:`\lambda` during training.
 
-    .. math:: \lambda_t = \lambda_0\,\rho^{\lfloor t / r \rfloor}
+    .. math:: \lambda_t = \lambda_0\,\rho^{\lfloor (t - w) / r \rfloor}\quad (t \ge w),
+              \qquad \lambda_t = \lambda_0\, t / w\quad (t < w)
 
-    with :math:`t` the 0-indexed epoch and :math:`r` = ``every``: exactly the official code's
-    "multiply by :math:`\rho` after every :math:`r`-th epoch". The paper's settings: MNIST
-    ``(4, 2, 5)`` giving :math:`\lambda_{49} = 2048`; CIFAR-10 ``(1.2, 1.03, 1)`` giving
-    :math:`\lambda_{119} \approx 40.4`.
+    with :math:`r` = ``every`` and :math:`w` = ``warmup`` (0 by default: no warm-up). The clock
+    :math:`t` depends on ``unit``:
+
+    * ``"epoch"`` (default): the 0-indexed epoch, exactly the official code's "multiply by
+      :math:`\rho` after every :math:`r`-th epoch". The paper's settings: MNIST ``(4, 2, 5)``
+      giving :math:`\lambda_{49} = 2048`; CIFAR-10 ``(1.2, 1.03, 1)`` giving
+      :math:`\lambda_{119} \approx 40.4`.
+    * ``"step"``: the 0-indexed optimizer step; ``every`` and ``warmup`` count steps.
+    * ``"progress"``: the fraction of the run done, in epochs of a reference run of ``horizon``
+      epochs: :math:`t = \text{horizon}\cdot s / \text{total}` at step :math:`s` of ``total``.
+      ``every`` and ``warmup`` count reference epochs, so the tuple written for a ``horizon``-epoch
+      run gives the same :math:`\lambda` range and the same pace (as a fraction of the run) on a
+      run of any number of steps. On the run it was written for, it is the epoch schedule step for
+      step: MNIST, 469 steps an epoch, ``total = 23450`` doubles :math:`\lambda` every
+      :math:`5\times469` steps.
 
     Parameters
     ----------
@@ -27,9 +126,28 @@ class LambdaSchedule:
     rho
         Growth factor per period, > 0 (1 keeps :math:`\lambda` constant).
     every
-        Period :math:`r` in epochs, an int >= 1.
+        Period :math:`r`, an int >= 1, in units of the clock.
     epoch
-        The current epoch, advanced by :meth:`step` (or set directly).
+        The current epoch (``unit="epoch"``), advanced by :meth:`step` (or set directly).
+    unit
+        ``"epoch"``, ``"step"`` or ``"progress"``.
+    warmup
+        Warm-up :math:`w`, an int >= 0 in units of the clock: :math:`\lambda` rises linearly from
+        0 to :math:`\lambda_0` and grows only after it.
+    horizon
+        ``unit="progress"`` only: the length of the reference run in epochs (an int >= 1).
+    total
+        ``unit="progress"`` only: the number of optimizer steps of this run (an int >= 1).
+    count
+        The current optimizer step (``unit="step"`` or ``"progress"``), advanced by :meth:`step`.
+    lam_max
+        Optional cap on :math:`\lambda` (``None``: none).
+
+    Raises
+    ------
+    ValueError
+        A parameter is out of range or of the wrong type, ``unit="progress"`` lacks ``horizon`` or
+        ``total``, or :math:`\lambda` at the asked time exceeds the float64 range.
 
     Examples
     --------
@@ -37,55 +155,141 @@ class LambdaSchedule:
     >>> schedule = LambdaSchedule(lam0=4.0, rho=2.0, every=5)
     >>> schedule(0), schedule(4), schedule(5), schedule(49)
     (4.0, 4.0, 8.0, 2048.0)
+    >>> short = LambdaSchedule(4.0, 2.0, 5, unit="progress", horizon=50, total=10 * 20)
+    >>> short(0), short(19), short(20), short(199)     # 10 epochs of 20 steps: the same range
+    (4.0, 4.0, 8.0, 2048.0)
     """
 
     lam0: float
     rho: float = 1.0
     every: int = 1
     epoch: int = 0
+    unit: str = "epoch"
+    warmup: int = 0
+    horizon: int | None = None
+    total: int | None = None
+    count: int = 0
+    lam_max: float | None = None
 
     def __post_init__(self) -> None:
         if not _is_real(self.lam0) or self.lam0 < 0:
             raise ValueError(f"lam0 must be a finite number >= 0; got {self.lam0!r}")
         if not _is_real(self.rho) or self.rho <= 0:
             raise ValueError(f"rho must be a finite number > 0; got {self.rho!r}")
-        if not _is_count(self.every) or self.every < 1:
-            raise ValueError(f"every must be an int >= 1; got {self.every!r}")
-        if not _is_count(self.epoch) or self.epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0; got {self.epoch!r}")
+        for name, least in (("every", 1), ("epoch", 0), ("warmup", 0), ("count", 0)):
+            value = getattr(self, name)
+            if not _is_count(value) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}; got {self.unit!r}")
+        for name in ("horizon", "total"):
+            value = getattr(self, name)
+            if self.unit == "progress" and value is None:
+                raise ValueError(
+                    f"unit='progress' needs {name}, an int >= 1 (horizon: epochs of the reference run; "
+                    "total: optimizer steps of this run); got None"
+                )
+            if value is not None and (not _is_count(value) or value < 1):
+                raise ValueError(f"{name} must be None or an int >= 1; got {value!r}")
+        if self.lam_max is not None and (not _is_real(self.lam_max) or self.lam_max < self.lam0):
+            raise ValueError(f"lam_max must be None or a finite number >= lam0; got {self.lam_max!r}")
 
-    def __call__(self, epoch: int | None = None) -> float:
-        """:math:`\\lambda` at ``epoch`` (default: the current :attr:`epoch`)."""
-        t = self.epoch if epoch is None else epoch
+    def __call__(self, t: int | None = None) -> float:
+        """:math:`\\lambda` at time ``t`` of the clock (default: now): an epoch for ``unit="epoch"``,
+        an optimizer step otherwise."""
+        name = "epoch" if self.unit == "epoch" else "step"
+        if t is None:
+            t = self.epoch if self.unit == "epoch" else self.count
         if not _is_count(t) or t < 0:
-            raise ValueError(f"epoch must be an int >= 0; got {t!r}")
-        return float(self.lam0 * self.rho ** (t // self.every))
+            raise ValueError(f"{name} must be an int >= 0; got {t!r}")
+        every, warmup, scale = self._step_units()
+        value = lambda_at(t, self.lam0, self.rho, every, warmup, scale=scale, lam_max=self.lam_max)
+        if not math.isfinite(value):
+            # rho ** index overflowed float64; say which settings do it instead of returning inf.
+            raise ValueError(
+                f"lambda at {name} {t} exceeds the float64 range (lam0={self.lam0!r} times "
+                f"rho={self.rho!r} to the power {max(t * scale - warmup, 0) // every}); lower rho, "
+                "raise every, or cap it with lam_max"
+            )
+        return value
+
+    def _step_units(self) -> tuple[int, int, int]:
+        # (every, warmup, scale) of lambda_at for this clock: progress is t = horizon * s / total,
+        # so both sides are multiplied by total to stay in integers.
+        if self.unit == "progress":
+            return self.every * self.total, self.warmup * self.total, self.horizon  # type: ignore[operator]
+        return self.every, self.warmup, 1
+
+    def step_fn(self, steps_per_epoch: int | None = None):
+        r"""This schedule as a pure function of the optimizer step (see :func:`lambda_at`).
+
+        The returned ``fn(step)`` takes an int or an integer array (jax tracer, torch tensor) and
+        works under ``jax.jit`` and ``torch.compile``; an epoch schedule needs ``steps_per_epoch``
+        and changes :math:`\lambda` on the epoch boundaries only, as the trainer does.
+
+        Parameters
+        ----------
+        steps_per_epoch
+            Optimizer steps per epoch; required for ``unit="epoch"`` only.
+        """
+        per_epoch = 1
+        if self.unit == "epoch":
+            if not _is_count(steps_per_epoch) or steps_per_epoch < 1:  # type: ignore[operator]
+                raise ValueError(
+                    f"steps_per_epoch must be an int >= 1 for an epoch schedule; got {steps_per_epoch!r}"
+                )
+            per_epoch = steps_per_epoch  # type: ignore[assignment]
+        every, warmup, scale = self._step_units()
+        lam0, rho, lam_max = self.lam0, self.rho, self.lam_max
+
+        def fn(step: Any) -> Any:
+            return lambda_at(step // per_epoch, lam0, rho, every, warmup, scale=scale, lam_max=lam_max)
+
+        return fn
 
     @property
     def lam(self) -> float:
-        """:math:`\\lambda` at the current epoch."""
+        """:math:`\\lambda` now."""
         return self()
 
     def step(self) -> float:
-        """Advance one epoch and return the new :math:`\\lambda`."""
-        self.epoch += 1
+        """Advance the clock one tick (an epoch, or an optimizer step); returns the new :math:`\\lambda`."""
+        if self.unit == "epoch":
+            self.epoch += 1
+        else:
+            self.count += 1
         return self.lam
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: the parameters and the current epoch."""
-        return {"lam0": self.lam0, "rho": self.rho, "every": self.every, "epoch": self.epoch}
+        """Everything needed to resume: the parameters and the current epoch and step."""
+        return {
+            "lam0": self.lam0,
+            "rho": self.rho,
+            "every": self.every,
+            "epoch": self.epoch,
+            "unit": self.unit,
+            "warmup": self.warmup,
+            "horizon": self.horizon,
+            "total": self.total,
+            "count": self.count,
+            "lam_max": self.lam_max,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the keys must match exactly."""
+        """Restore from :meth:`state_dict`. A state of the epoch-only form (keys ``lam0``, ``rho``,
+        ``every``, ``epoch``) is accepted too; any other set of keys is refused."""
         expected = set(self.state_dict())
-        if set(state) != expected:
+        keys = set(state)
+        if keys != expected and keys != set(_EPOCH_ONLY_KEYS):
             raise ValueError(
                 f"state must have exactly the keys {sorted(expected)}; got {sorted(state)}"
             )
         restored = LambdaSchedule(**state)
-        self.lam0, self.rho, self.every, self.epoch = (
-            restored.lam0, restored.rho, restored.every, restored.epoch,
-        )
+        for name in expected:
+            setattr(self, name, getattr(restored, name))
+
+
+_EPOCH_ONLY_KEYS = ("lam0", "rho", "every", "epoch")
 
 
 def _is_real(value: Any) -> bool:

@@ -138,7 +138,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
 
     out = tmp_path / "run"
     # lambda jumps from 1 to 1e38 in the second epoch: the float32 objective overflows.
-    code = _exit_code(["--out", str(out), "--lam0", "1", "--rho", "1e38", "--every", "1", *TINY])
+    code = _exit_code(
+        ["--out", str(out), "--lam0", "1", "--rho", "1e38", "--every", "1", "--lam-unit", "epoch", *TINY]
+    )
     assert code == 1
     assert "non-finite in epoch 2" in capsys.readouterr().err
     saved = torch.load(out / "checkpoint.pt", weights_only=False)

@@ -13,11 +13,16 @@ from sparse_reg.train.config import resolve_config  # noqa: E402
 from sparse_reg.train.data import DeviceData, Prepared  # noqa: E402
 from sparse_reg.train.models import build_model  # noqa: E402
 
+_MODELS = [
+    ("mlp", (1, 8, 8)),
+    ("mlp-bn", (1, 8, 8)),
+    ("mnist-cnn", (1, 28, 28)),
+    ("cnn8", (3, 32, 32)),
+    ("resnet34", (3, 32, 32)),
+]
 
-@pytest.mark.parametrize(
-    ("name", "shape"),
-    [("mlp", (1, 8, 8)), ("mnist-cnn", (1, 28, 28)), ("cnn8", (3, 32, 32)), ("resnet34", (3, 32, 32))],
-)
+
+@pytest.mark.parametrize(("name", "shape"), _MODELS)
 def test_models_map_images_to_logits_with_the_paper_initialisation(name, shape):
     torch.manual_seed(0)
     model = build_model(name, shape, 10).eval()
@@ -31,7 +36,33 @@ def test_models_map_images_to_logits_with_the_paper_initialisation(name, shape):
             bound = math.sqrt(6 / (fan_in + fan_out))  # Xavier-uniform
             assert module.weight.abs().max() <= bound and module.weight.abs().max() > 0.9 * bound
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
-            assert not module.bias.any()
+            # PyTorch's default, kept as the official code keeps it: uniform in +-1/sqrt(fan-in).
+            fan_in = module.weight[0].numel()
+            assert module.bias.abs().max() <= 1 / math.sqrt(fan_in) and module.bias.any()
+
+
+@pytest.mark.parametrize(("name", "shape"), _MODELS)
+def test_biases_are_the_ones_pytorch_draws(name, shape):
+    """The official code re-initialises only the weights: with one seed, the biases equal those of
+    the same network left at PyTorch's defaults."""
+    torch.manual_seed(3)
+    ours = build_model(name, shape, 10)
+    torch.manual_seed(3)
+    default = type(ours)(*_constructor_args(name, shape))
+    for (key, mine), (_, theirs) in zip(ours.state_dict().items(), default.state_dict().items(), strict=True):
+        if key.endswith("bias"):
+            assert torch.equal(mine, theirs), key
+
+
+def _constructor_args(name: str, shape: tuple[int, int, int]) -> tuple:
+    channels, height, width = shape
+    return {
+        "mlp": (channels * height * width, 10),
+        "mlp-bn": (channels * height * width, 10, 256, True),
+        "mnist-cnn": (channels, 10, height),
+        "cnn8": (channels, 10, height),
+        "resnet34": (channels, 10),
+    }[name]
 
 
 def _prepared(n: int = 10) -> Prepared:

@@ -73,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep(args)
         except ConfigError as exc:
             parser.error(str(exc))
+    if args.command == "tune":
+        from sparse_reg.train.tune import run_tune
+
+        try:
+            return run_tune(args)
+        except ConfigError as exc:
+            _error(str(exc))
+            return 2
     try:
         config = resolve_config(overrides_from(args), args.config)
     except ConfigError as exc:

@@ -40,6 +40,7 @@ _EPILOG = textwrap.dedent(
       python -m sparse_reg.train evaluate runs/digits-ce+sr-sym0.6-seed0   # accuracy, confusion matrix
       python -m sparse_reg.train --data mine.npz --preset mnist   # your own data (keys: docs/trainer.md)
       python -m sparse_reg.train sweep --losses ce,ce+sr --noises sym:0.4,sym:0.8 --seeds 0,1,2
+      python -m sparse_reg.train tune --loss ce+sr --noise sym:0.8 --jobs 2   # lam0, tau from noisy data
       torchrun --nproc-per-node 2 -m sparse_reg.train --preset cifar10   # DDP, one process per GPU
 
     Each run directory holds config.json, metrics.csv, metrics.jsonl, curves.png, summary.json,
@@ -183,7 +184,31 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     srg.add_argument("--p", type=float, help="exponent p in (0, 1] of the penalty sum_k s_k^p")
     srg.add_argument("--lam0", type=float, help="initial penalty weight lambda_0")
     srg.add_argument("--rho", type=float, help="growth factor: lambda_t = lam0 * rho ** (t // every)")
-    srg.add_argument("--every", type=int, help="epochs between two growth steps of lambda")
+    srg.add_argument(
+        "--every", type=int, help="growth period of lambda, in units of --lam-unit (epochs by default)"
+    )
+    # --- the clock of the lambda schedule ---
+    srg.add_argument(
+        "--lam-unit",
+        choices=("epoch", "step", "progress"),
+        help="what --every and --lam-warmup count: epochs, optimizer steps, or epochs of the "
+        "--lam-horizon-epoch reference run stretched over this run (progress, the presets' default: "
+        "--epochs, --limit-train and --batch-size keep the preset's lambda range and pace)",
+    )
+    srg.add_argument(
+        "--lam-warmup",
+        type=int,
+        metavar="T",
+        help="linear warm-up of lambda from 0 to lam0 over T units of --lam-unit; growth starts after it",
+    )
+    srg.add_argument(
+        "--lam-horizon",
+        type=int,
+        metavar="EPOCHS",
+        help="--lam-unit progress: epochs of the reference run the tuple is written for "
+        "(default: the preset's epochs)",
+    )
+    # --- end of the lambda clock ---
     srg.add_argument(
         "--normalize",
         action=argparse.BooleanOptionalAction,
@@ -335,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     existing.add_argument("--overwrite", action="store_true", help="replace the run in the run directory")
     _add_hyperparameters(parser)
 
-    commands = parser.add_subparsers(dest="command", metavar="{sweep,evaluate}", title="subcommands")
+    commands = parser.add_subparsers(dest="command", metavar="{sweep,tune,evaluate}", title="subcommands")
     sweep = commands.add_parser(
         "sweep",
         help="grid of losses x noise specs x seeds, resumable, ending in a mean +- std table",
@@ -370,15 +395,59 @@ def build_parser() -> argparse.ArgumentParser:
         "process); on a CPU with N cores each of J jobs gets N/J threads",
     )
     _add_hyperparameters(sweep)
+    _add_tune(commands)
     _add_evaluate(commands)
     return parser
 
 
+def _add_tune(commands: Any) -> None:
+    """The ``tune`` subcommand: lam0 x tau chosen on a held-out part of the noisy training set."""
+    tune = commands.add_parser(
+        "tune",
+        help="choose lam0 and tau on a held-out part of the noisy training set (never the test set)",
+        description="Hold out --holdout of the noisy training set, train one run per point of "
+        "--lam0s x --taus on the rest, and pick the point with the best last-epoch accuracy on the "
+        "held-out noisy labels. The clean test set is never read. Prints the grid and writes the "
+        "chosen settings to <out>/tuned.json, for --config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    grid = tune.add_argument_group("grid")
+    grid.add_argument("--preset", choices=list(PRESETS), help="experiment preset (default: digits)")
+    grid.add_argument("--loss", type=_loss_type, help="a '+sr' loss (default: ce+sr)")
+    grid.add_argument("--noise", type=_noise_type, help="label noise spec (default: the preset's)")
+    grid.add_argument("--seed", type=int, help="seed of every run (default 0)")
+    grid.add_argument(
+        "--lam0s",
+        type=_list_of(float),
+        default=None,
+        help="comma-separated lambda_0 values (default 1,2,4,8)",
+    )
+    grid.add_argument(
+        "--taus", type=_list_of(float), default=None, help="comma-separated tau values (default: 0.1,0.3,0.5)"
+    )
+    grid.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="fraction in (0, 0.5] of the noisy training set held out for scoring (default 0.2)",
+    )
+    grid.add_argument(
+        "--max-runs",
+        type=int,
+        default=16,
+        help="refuse a grid of more points than this; each point is one full run (default 16)",
+    )
+    grid.add_argument(
+        "--out", metavar="DIR", help="tune directory (default: runs/tune-<preset>-<loss>-<noise>-seed<k>)"
+    )
+    grid.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
+    _add_hyperparameters(tune)
+
+
 #: Option destinations that are not :class:`~sparse_reg.train.config.Config` fields.
-_NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"} | {
-    "run_dir",
-    "plot",
-}
+_NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"}
+_NOT_CONFIG |= {"run_dir", "plot"}  # evaluate's arguments
+_NOT_CONFIG |= {"lam0s", "taus", "max_runs"}  # tune's grid
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Model names accepted by ``model``.
-MODELS: tuple[str, ...] = ("mlp", "mnist-cnn", "cnn8", "resnet34")
+MODELS: tuple[str, ...] = ("mlp", "mlp-bn", "mnist-cnn", "cnn8", "resnet34")
 #: Libraries accepted by ``backend``: those the backend registry marks as able to train a torch model.
 TRAINER_BACKENDS: tuple[str, ...] = tuple(name for name, row in REGISTRY.items() if row.trainer)
 #: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
@@ -82,6 +82,19 @@ class Config:
     lam0: float = 4.0
     rho: float = 2.0
     every: int = 5
+    # --- the clock of the lambda schedule (sparse_reg.LambdaSchedule) ---
+    #: ``"epoch"`` (every/warmup count epochs), ``"step"`` (optimizer steps) or ``"progress"``
+    #: (epochs of a ``lam_horizon``-epoch reference run, stretched over this run).
+    lam_unit: str = "epoch"
+    #: Linear warm-up of lambda from 0 to lam0, in units of the clock (0: none).
+    lam_warmup: int = 0
+    #: ``lam_unit="progress"``: epochs of the reference run; ``None``: the preset's epochs.
+    lam_horizon: int | None = None
+    #: ``lam_unit="progress"``: training-set size the pace is written for. A run on ``n`` smaller
+    #: than it grows lambda through the reference range within the first ``sqrt(n / size)`` of the
+    #: run and then holds it at the reference run's last value; ``None``: no size scaling.
+    lam_reference_size: int | None = None
+    # --- end of the lambda clock ---
     normalize: bool = False
     clamp: float | None = None
     loss_params: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +105,11 @@ class Config:
     limit_train: int | None = None
     #: Evaluate on the first this many test images (``None``: all).
     limit_test: int | None = None
+    # --- holdout (tune) ---
+    #: Fraction in (0, 0.5] of the noisy training set held out, with its noisy labels, as the
+    #: evaluation set in place of the test set (``None``: train on all, evaluate on the test set).
+    holdout: float | None = None
+    # --- end of holdout ---
     data_dir: str | None = None
     device: str = "auto"
     backend: str = "torch"
@@ -392,10 +410,26 @@ def validate(config: Config) -> None:
         f"tensorboard must be true or false; got {config.tensorboard!r}",
     )
     # --------------------------------------------------------------------------------------------
-    from sparse_reg.schedule import LambdaSchedule
+    need(
+        config.holdout is None
+        or (isinstance(config.holdout, (int, float)) and not isinstance(config.holdout, bool)
+            and 0 < config.holdout <= 0.5),
+        f"holdout must be a fraction in (0, 0.5] or none; got {config.holdout!r}",
+    )
+    from sparse_reg.schedule import UNITS, LambdaSchedule
 
+    need(config.lam_unit in UNITS, f"lam_unit must be one of {', '.join(UNITS)}; got {config.lam_unit!r}")
+    need(
+        config.lam_horizon is None or (isinstance(config.lam_horizon, int) and config.lam_horizon >= 1),
+        f"lam_horizon must be an integer >= 1 or none; got {config.lam_horizon!r}",
+    )
+    need(
+        config.lam_reference_size is None
+        or (isinstance(config.lam_reference_size, int) and config.lam_reference_size >= 1),
+        f"lam_reference_size must be an integer >= 1 or none; got {config.lam_reference_size!r}",
+    )
     try:
-        LambdaSchedule(config.lam0, config.rho, config.every)
+        LambdaSchedule(config.lam0, config.rho, config.every, warmup=config.lam_warmup)
         Objective.create(**config.objective_arguments())
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

@@ -24,6 +24,8 @@ __all__ = ["DeviceData", "Prepared", "load_dataset", "normalise", "prepare"]
 
 #: Seed of the fixed subset chosen by ``limit_train``: the same images for every run and seed.
 SUBSET_SEED = 0
+#: Seed of the held-out part of the noisy training set chosen by ``holdout``.
+HOLDOUT_SEED = 1
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Prepared:
 def prepare(config: Config) -> Prepared:
     """Load the dataset, apply the long-tail subset and ``limit_*`` options, draw the label noise.
 
+    With ``config.holdout`` a fraction of the *noisy* training set becomes the evaluation set, with
+    its noisy labels, in place of the test set (which is then never used).
+
     Raises
     ------
     sparse_reg.errors.DatasetNotFoundError
@@ -91,12 +96,19 @@ def prepare(config: Config) -> Prepared:
     noisy = noise_lib.apply(
         config.noise, y_train, ds.num_classes, dataset=ds.name, seed=noise_seed, features=features
     )
+    y_noisy, flipped = np.asarray(noisy.labels), np.asarray(noisy.flipped)
+    # --- holdout (tune): part of the noisy training set replaces the test set ---
+    if config.holdout is not None:
+        held = holdout_mask(y_train.size, config.holdout)
+        x_test, y_test = x_train[held], y_noisy[held]
+        x_train, y_train, y_noisy, flipped = x_train[~held], y_train[~held], y_noisy[~held], flipped[~held]
+    # --- end of holdout ---
     return Prepared(
         name=ds.name,
         x_train=x_train,
         y_clean=y_train,
-        y_noisy=np.asarray(noisy.labels),
-        flipped=np.asarray(noisy.flipped),
+        y_noisy=y_noisy,
+        flipped=flipped,
         x_test=x_test,
         y_test=y_test,
         num_classes=ds.num_classes,
@@ -136,6 +148,14 @@ def load_dataset(config: Config) -> datasets.Dataset:
         return ds
     kwargs = {} if config.dataset == "digits" else {"data_dir": config.data_dir}
     return datasets.load(config.dataset, **kwargs)
+
+
+def holdout_mask(n: int, fraction: float) -> np.ndarray:
+    """The ``round(fraction * n)`` training samples held out for ``tune`` (at least one), the same
+    for every seed and setting so that all grid points are scored on one held-out set."""
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(HOLDOUT_SEED).permutation(n)[: max(1, round(fraction * n))]] = True
+    return held
 
 
 class DeviceData:

@@ -1,7 +1,8 @@
 """One training run: setup, the epoch loop, evaluation, checkpoints, resume.
 
 Per epoch :math:`t` (0-indexed) the criterion uses
-:math:`\\lambda_t = \\lambda_0\\rho^{\\lfloor t/r\\rfloor}`,
+:math:`\\lambda_t = \\lambda_0\\rho^{\\lfloor t/r\\rfloor}` (or, with ``lam_unit`` ``"step"`` or
+``"progress"``, the :math:`\\lambda` of each optimizer step; :func:`lambda_schedule`),
 SGD runs over the noisy training set once, the cosine schedule steps, and the model is evaluated
 on the test set and on the whole training set, split into the samples whose label was kept and
 those whose label was flipped (scored against the clean label). Host synchronisation happens once
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from sparse_reg.errors import DatasetError
+from sparse_reg.schedule import LambdaSchedule
 from sparse_reg.train import checkpoint, report, tblog
 from sparse_reg.train.config import RUNTIME_KEYS, Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
@@ -31,6 +33,7 @@ from sparse_reg.train.dist import Context, setup
 from sparse_reg.train.lock import RunDirInUseError, RunDirLock
 from sparse_reg.train.losses import Criterion
 from sparse_reg.train.models import build_model
+from sparse_reg.train.presets import PRESETS
 from sparse_reg.train.progress import Progress
 
 __all__ = ["NonFiniteLossError", "RunDirError", "run"]
@@ -368,7 +371,8 @@ def _run(
         return ctx.broadcast_object(summary if ctx.is_main else None)
 
     _seed_everything(config.seed, config.deterministic, config.compile)
-    threads = config.threads if config.threads is not None else (1 if config.model == "mlp" else None)
+    small = config.model.startswith("mlp")
+    threads = config.threads if config.threads is not None else (1 if small else None)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -405,6 +409,8 @@ def _run(
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     criterion = Criterion(config)
+    schedule = lambda_schedule(config, data.steps_per_epoch, int(prepared.y_clean.size))
+    criterion.load_schedule(schedule.state_dict())
 
     start_epoch, history = 0, []
     saved = _load_checkpoint(ctx, config, run_dir) if state == "resume" else None
@@ -443,15 +449,18 @@ def _run(
         every=config.log_every,
     )
     params = [p for p in raw_model.parameters() if p.requires_grad]
+    per_step = criterion.schedule.unit != "epoch"
     try:
         for epoch in range(start_epoch, config.epochs):
             began = time.perf_counter()
-            criterion.set_epoch(epoch)
+            _follow(criterion, epoch, epoch * steps)
             lam, lr = criterion.lam, optimizer.param_groups[0]["lr"]
             model.train()
             sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # loss, base, penalty, samples
             first_bad = torch.full((), -1, dtype=torch.int64, device=ctx.device)
             for step, (x, y) in enumerate(data.train_batches()):
+                if per_step:
+                    _follow(criterion, epoch, epoch * steps + step)
                 with _autocast(ctx.device, config.amp):
                     logits = model(x)
                 terms = criterion(logits, y)
@@ -554,6 +563,84 @@ def _load_checkpoint(ctx: Context, config: Config, run_dir: Path) -> dict[str, A
     if state == "error":
         raise checkpoint.CheckpointError(message)
     return saved
+
+
+def lambda_schedule(config: Config, steps_per_epoch: int, train_size: int) -> LambdaSchedule:
+    r"""The run's :math:`\lambda` schedule on the clock ``config.lam_unit`` (see
+    :class:`sparse_reg.LambdaSchedule`).
+
+    ``"progress"`` stretches the tuple, written for a ``lam_horizon``-epoch run (default: the
+    preset's epochs), over this run's ``epochs * steps_per_epoch`` steps, so ``--epochs`` and
+    ``--batch-size`` keep the :math:`\lambda` range and pace the preset means. With
+    ``lam_reference_size`` :math:`n_0` and a training set of :math:`n < n_0` images, the
+    reference range is run through within the first :math:`\sqrt{n/n_0}` of the run and
+    :math:`\lambda` then holds at the reference run's last value: a smaller set is memorised in
+    fewer epochs, so SR must reach its large weights sooner. On the reference data,
+    :math:`n = n_0` and the schedule is the preset's exactly.
+
+    Raises
+    ------
+    ConfigError
+        The schedule does not fit the run: a warm-up as long as the run, or a growth period so long
+        that :math:`\lambda` never grows (with ``rho != 1``); the message names the option.
+    """
+    total = config.epochs * steps_per_epoch
+    horizon = config.lam_horizon if config.lam_horizon is not None else PRESETS[config.preset].epochs
+    length, unit_name = {
+        "epoch": (config.epochs, "epochs"),
+        "step": (total, "optimizer steps"),
+        "progress": (horizon, f"epochs of the {horizon}-epoch reference run (--lam-horizon)"),
+    }[config.lam_unit]
+    if config.lam_warmup >= length:
+        raise ConfigError(
+            f"--lam-warmup {config.lam_warmup} does not fit the run: with --lam-unit {config.lam_unit} "
+            f"it must be below {length} ({unit_name})"
+        )
+    # An epoch run shorter than one period keeps lambda constant, as it always has.
+    if config.lam_unit != "epoch" and config.rho != 1 and config.lam_warmup + config.every >= length:
+        raise ConfigError(
+            f"--every {config.every} does not fit the run: with --lam-unit {config.lam_unit} and "
+            f"--lam-warmup {config.lam_warmup}, lambda would never grow within {length} {unit_name}"
+        )
+    schedule = _clocked_schedule(config, total, horizon, train_size)
+    try:
+        schedule(config.epochs - 1 if config.lam_unit == "epoch" else total - 1)
+    except ValueError:
+        raise ConfigError(
+            f"--rho {config.rho:g} does not fit the run: with --lam0 {config.lam0:g}, --every "
+            f"{config.every} and --lam-unit {config.lam_unit}, lambda exceeds the float64 range before "
+            "the run ends"
+        ) from None
+    return schedule
+
+
+def _clocked_schedule(config: Config, total: int, horizon: int, train_size: int) -> LambdaSchedule:
+    if config.lam_unit != "progress":
+        return LambdaSchedule(
+            config.lam0, config.rho, config.every, unit=config.lam_unit, warmup=config.lam_warmup
+        )
+    reference = config.lam_reference_size
+    share = 1.0 if reference is None else min(1.0, math.sqrt(train_size / reference))
+    reference_run = LambdaSchedule(
+        config.lam0, config.rho, config.every, unit="progress", warmup=config.lam_warmup,
+        horizon=horizon, total=horizon,
+    )
+    return LambdaSchedule(
+        config.lam0,
+        config.rho,
+        config.every,
+        unit="progress",
+        warmup=config.lam_warmup,
+        horizon=horizon,
+        total=max(1, round(total * share)),
+        lam_max=None if share == 1.0 else reference_run(horizon - 1),
+    )
+
+
+def _follow(criterion: Criterion, epoch: int, step: int) -> None:
+    # The module's lam buffer is refreshed from the schedule, whatever its clock.
+    criterion.schedule.count = step
+    criterion.set_epoch(epoch)
 
 
 def _summary(

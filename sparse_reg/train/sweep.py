@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ from sparse_reg.train.checkpoint import atomic_write_bytes
 from sparse_reg.train.cli import overrides_from
 from sparse_reg.train.config import ConfigError, noise_tag, resolve_config
 
-__all__ = ["DEFAULT_LOSSES", "DEFAULT_NOISES", "DEFAULT_SEEDS", "run_sweep", "tabulate"]
+__all__ = [
+    "DEFAULT_LOSSES",
+    "DEFAULT_NOISES",
+    "DEFAULT_SEEDS",
+    "execute",
+    "run_sweep",
+    "share_threads",
+    "tabulate",
+]
 
 DEFAULT_LOSSES = ("ce", "ce+sr", "fl", "fl+sr", "gce", "gce+sr")
 DEFAULT_NOISES = ("sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8", "asym:0.4")
@@ -52,10 +61,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 "each value must appear once (a repeat would count one run twice)"
             )
     jobs = args.jobs
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1; got {jobs}")
-    if jobs > 1 and "threads" not in overrides:
-        overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+    share_threads(overrides, jobs)
     grid = []
     for loss in losses:
         for noise in noises:
@@ -91,33 +97,11 @@ def run_sweep(args: argparse.Namespace) -> int:
         f"sweep: {total} runs ({len(losses)} losses x {len(noises)} noise specs x {len(seeds)} seeds) "
         f"in {out}"
     )
-    failures: list[str] = []
-
-    def one(index: int, item: tuple) -> None:
-        loss, noise, seed, run_dir, settings = item
-        label = f"[{index + 1}/{total}] {loss} {noise} seed {seed}"
-        if (run_dir / "summary.json").exists():
-            say(f"{label}: finished before, skipped")
-            return
-        began = time.perf_counter()
-        error = (
-            _run_in_process(settings, args.config)
-            if jobs == 1
-            else _run_subprocess(settings_path, args.config, item)
-        )
-        if error:
-            failures.append(f"{label}: {error}")
-            say(f"{label}: FAILED: {error}")
-            return
-        summary = json.loads((run_dir / "summary.json").read_text())
-        say(f"{label}: test {100 * summary['final']['test_acc']:.2f}% ({time.perf_counter() - began:.1f} s)")
-
-    if jobs == 1:
-        for index, item in enumerate(grid):
-            one(index, item)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(lambda pair: one(*pair), enumerate(grid)))
+    labelled = [
+        (f"[{index + 1}/{total}] {loss} {noise} seed {seed}", run_dir, settings)
+        for index, (loss, noise, seed, run_dir, settings) in enumerate(grid)
+    ]
+    failures = execute(labelled, jobs, args.config, say)
     markdown, table_csv = tabulate(grid, losses, noises, title=f"{preset}: test accuracy (%)")
     atomic_write_bytes(out / "sweep.md", markdown.encode())
     atomic_write_bytes(out / "sweep.csv", table_csv.encode())
@@ -128,6 +112,51 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"{len(failures)} run(s) failed:\n" + "\n".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def share_threads(overrides: dict[str, Any], jobs: int) -> None:
+    """Check ``--jobs`` and, unless ``threads`` is given, split the CPU cores among the jobs."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1; got {jobs}")
+    if jobs > 1 and "threads" not in overrides:
+        overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+
+
+def execute(
+    runs: list[tuple[str, Path, dict[str, Any]]],
+    jobs: int,
+    config_file: str | None,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Run (or complete) each ``(label, run_dir, settings)``; returns the failures' messages.
+
+    A run with a ``summary.json`` is skipped and an interrupted one resumed. With ``jobs == 1`` the
+    runs execute one after another in this process, otherwise each is a subprocess, ``jobs`` at a time.
+    """
+    failures: list[str] = []
+
+    def one(item: tuple[str, Path, dict[str, Any]]) -> None:
+        label, run_dir, settings = item
+        if (run_dir / "summary.json").exists():
+            say(f"{label}: finished before, skipped")
+            return
+        began = time.perf_counter()
+        run = _run_in_process if jobs == 1 else _run_subprocess
+        error = run(settings, config_file)
+        if error:
+            failures.append(f"{label}: {error}")
+            say(f"{label}: FAILED: {error}")
+            return
+        summary = json.loads((run_dir / "summary.json").read_text())
+        say(f"{label}: test {100 * summary['final']['test_acc']:.2f}% ({time.perf_counter() - began:.1f} s)")
+
+    if jobs == 1:
+        for item in runs:
+            one(item)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, runs))
+    return failures
 
 
 def _run_in_process(settings: dict[str, Any], config_file: str | None) -> str | None:
@@ -142,36 +171,21 @@ def _run_in_process(settings: dict[str, Any], config_file: str | None) -> str | 
     return None
 
 
-def _run_subprocess(settings_path: Path, config_file: str | None, item: tuple) -> str | None:
-    loss, noise, seed, run_dir, settings = item
-    # The sweep's settings reach the child as a config file; --config of the sweep is merged first.
-    merged = {}
+def _run_subprocess(settings: dict[str, Any], config_file: str | None) -> str | None:
+    # The run's settings reach the child as one config file, the --config file's values first.
+    merged: dict[str, Any] = {}
     if config_file is not None:
         from sparse_reg.train.config import load_config_file
 
         merged = load_config_file(config_file)
-    merged.update(json.loads(settings_path.read_text()))
-    child_settings = Path(run_dir).with_name(Path(run_dir).name + ".settings.json")
+    params = {**merged.get("loss_params", {}), **settings.get("loss_params", {})}
+    merged.update(settings)
+    if params:
+        merged["loss_params"] = params
+    run_dir = Path(settings["out"])
+    child_settings = run_dir.with_name(run_dir.name + ".settings.json")
     atomic_write_bytes(child_settings, (json.dumps(merged) + "\n").encode())
-    command = [
-        sys.executable,
-        "-m",
-        "sparse_reg.train",
-        "--config",
-        str(child_settings),
-        "--preset",
-        settings["preset"],
-        "--loss",
-        loss,
-        "--noise",
-        noise,
-        "--seed",
-        str(seed),
-        "--out",
-        str(run_dir),
-        "--resume",
-        "--quiet",
-    ]
+    command = [sys.executable, "-m", "sparse_reg.train", "--config", str(child_settings), "--resume"]
     env = dict(os.environ)
     if "threads" in settings:
         env["OMP_NUM_THREADS"] = str(settings["threads"])

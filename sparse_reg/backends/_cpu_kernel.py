@@ -387,8 +387,20 @@ if numba is not None:
         :math:`t = u - \\max u` and :math:`T = \\sum_k e^{t_k}`, the sweep over the row stores
         :math:`e_k = e^{t_k}` and :math:`f_k = e^{p t_k}`, from which :math:`s_k = e_k/T` and
         :math:`W_k = T^{-p} f_k` follow without another exponential; with
-        normalisation, :math:`n\\cdot d` is assembled from row sums of :math:`z e` and
-        :math:`z f`, so the gradient is written in one sweep.
+        normalisation, :math:`n\\cdot d` is assembled from row sums of :math:`x e` and
+        :math:`x f`, so the gradient is written in one sweep.
+
+        :math:`t_k = (x_k - m)/(\\lVert x\\rVert\\tau)`, with :math:`m` the row maximum (or its
+        bound :math:`\\lVert x\\rVert` with normalisation). Where :math:`m/(\\lVert x\\rVert\\tau)`
+        is finite and :math:`x = z` (almost every row), it is evaluated as one fused multiply-add;
+        otherwise the shift comes before the division, so :math:`z/\\tau` is never formed:
+        :math:`x_k - m \\le 0`, and an overflow there gives :math:`-\\infty`, whose exponential is
+        0. Without normalisation
+        :math:`x = z` (and the norm is 1); with it, :math:`x = z` too unless the sum of squares
+        overflows (logits beyond about :math:`10^{19}` in float32), in which case :math:`x = 2^{-b} z`
+        with :math:`2^{b-1} \\le \\max_k |z_k| < 2^b`: an exact scaling by a power of two, which
+        leaves :math:`n = x/\\lVert x\\rVert` unchanged and keeps the row sums and the norm
+        finite; the backward's :math:`1/\\lVert z\\rVert` is then :math:`2^{-b}/\\lVert x\\rVert`.
         """
         num_classes = z.shape[1]
         real = config.dtype.type
@@ -413,37 +425,73 @@ if numba is not None:
                 continue
             # The first sweep reads the row from memory; every later one finds it in cache. Rows are
             # indexed in place: a row view would cost reference counting on every row.
-            norm = one
+            norm = one  # of x = pre z, the row as the sweeps below read it
+            pre = one
             if normalize:
                 squares = zero
                 for k in range(num_classes):
                     squares += z[i, k] * z[i, k]
+                if not math.isfinite(squares):
+                    # Squares of logits beyond ~1e19 overflow float32: scale the row by a power of
+                    # two (exact) that brings its peak into [1/2, 1); n = x / |x| is unchanged.
+                    peak = zero
+                    for k in range(num_classes):
+                        peak = max(peak, abs(z[i, k]))
+                    if math.isfinite(peak):  # else the row holds inf or NaN: NaN either way
+                        pre = real(math.ldexp(1.0, -math.frexp(peak)[1]))
+                        squares = zero
+                        for k in range(num_classes):
+                            x = z[i, k] * pre
+                            squares += x * x
                 norm = max(math.sqrt(squares), norm_eps)
-            inverse_scale = one / (norm * tau)  # u = z / (|z| tau)
+            inverse_scale = one / (norm * tau)  # u = x / (|x| tau)
             if bound_shift:
-                # |n| <= 1, so u <= 1/tau: shifting by that bound instead of max u saves a sweep,
+                # |n| <= 1, so x <= |x|: shifting by that bound instead of max x saves a sweep,
                 # and e^(u - 1/tau) >= e^(-2/tau) cannot underflow.
-                shift = one / tau
+                top, offset = norm, one / tau
             else:
-                shift = _row_max(z, i) * inverse_scale  # max u: the scale is positive
-                if not math.isfinite(shift):  # no finite maximum: the core shifts by 0 (NaN row)
-                    shift = zero
-            # The exponentials: T = sum e, F = sum f, and the row sums z.e, z.f for n . d.
+                top = _row_max(z, i) * pre  # max x: pre is positive
+                if not math.isfinite(top):  # no finite maximum: the core shifts by 0 (NaN row)
+                    top = zero
+                offset = top * inverse_scale
+            # t = (x - m) a with a = 1/(|x| tau). Where m a is finite and x = z (almost every row),
+            # that is x a - m a, one fused multiply-add; otherwise (m / tau beyond the dtype's
+            # range, or a scaled row) the shift comes first: x - m <= 0, so an overflow gives -inf.
+            exact_shift = pre != one or not math.isfinite(offset)
+            before = zero
+            if exact_shift:
+                before, offset = top, zero
+            # The exponentials: T = sum e, F = sum f, and the row sums x.e, x.f for n . d.
             total, f_sum, ze_sum, zf_sum, maybe_clamped = zero, zero, zero, zero, zero
-            for k in range(num_classes):
-                x = z[i, k]
-                t = x * inverse_scale - shift
-                ek = vexp(t)
-                fk = vexp(p * t)  # s^p T^p: finite where s underflows
-                e[k] = ek
-                w[k] = fk
-                total += ek
-                f_sum += fk
-                # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
-                x = x if normalize else zero
-                ze_sum += x * ek
-                zf_sum += x * fk
-                maybe_clamped += one if ek < ceiling else zero
+            if not exact_shift:
+                for k in range(num_classes):
+                    x = z[i, k]
+                    t = x * inverse_scale - offset
+                    ek = vexp(t)
+                    fk = vexp(p * t)  # s^p T^p: finite where s underflows
+                    e[k] = ek
+                    w[k] = fk
+                    total += ek
+                    f_sum += fk
+                    # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
+                    x = x if normalize else zero
+                    ze_sum += x * ek
+                    zf_sum += x * fk
+                    maybe_clamped += one if ek < ceiling else zero
+            else:
+                for k in range(num_classes):
+                    x = z[i, k] * pre
+                    t = (x - before) * inverse_scale
+                    ek = vexp(t)
+                    fk = vexp(p * t)
+                    e[k] = ek
+                    w[k] = fk
+                    total += ek
+                    f_sum += fk
+                    x = x if normalize else zero
+                    ze_sum += x * ek
+                    zf_sum += x * fk
+                    maybe_clamped += one if ek < ceiling else zero
             log_total = math.log(total)
             inverse_total = one / total
             shrink = math.exp(-p * log_total)  # T^-p, so that W = shrink f
@@ -458,18 +506,18 @@ if numba is not None:
                     fk = w[k] if active else zero
                     w[k] = fk
                     f_sum += fk
-                    zf_sum += (z[i, k] if normalize else zero) * fk
+                    zf_sum += (z[i, k] * pre if normalize else zero) * fk
                     active_count += one if active else zero
                 active_sum = shrink * f_sum
                 penalty_sum = active_sum + clamp_pow * (classes - active_count)
             penalty[i] = penalty_sum
             # The base loss alpha L1 + beta L2: label-only terms as scalars, dense ones in `dense`.
-            ell_y = z[i, label] * inverse_scale - shift - log_total
+            ell_y = (z[i, label] * pre - before) * inverse_scale - offset - log_total
             label_grad = zero
             value = zero
             if has_dense:
                 for k in range(num_classes):
-                    ell[k] = z[i, k] * inverse_scale - shift - log_total
+                    ell[k] = (z[i, k] * pre - before) * inverse_scale - offset - log_total
                     dense[k] = zero
             for code, weight in ((code1, alpha), (code2, beta)):
                 if code == NONE:
@@ -489,26 +537,26 @@ if numba is not None:
             if has_dense:
                 for k in range(num_classes):
                     grad_sum += dense[k]
-                    zd_sum += (z[i, k] if normalize else zero) * dense[k]
+                    zd_sum += (z[i, k] * pre if normalize else zero) * dense[k]
             factor = config[_SCALE] / tau
             if normalize:
-                factor = factor / norm  # the normalisation backward's 1/|z|, folded in
+                factor = factor * pre / norm  # the normalisation backward's 1/|z|, folded in
             # d = (lam p A W + G - s (lam p Q + sum G)) factor = coef_w A f - coef_e e + factor G
             coef_w = lam_p * shrink * factor
             coef_e = (lam_p * active_sum + grad_sum) * inverse_total * factor
             along = zero
             if normalize and norm > norm_eps:
-                # n . d / |z| for d -> d - n (n . d), from the row sums (d already carries 1/|z|)
-                dot = coef_w * zf_sum - coef_e * ze_sum + factor * (zd_sum + label_grad * z[i, label])
-                along = dot / (norm * norm)
+                # n . d / |x| for d -> d - n (n . d), from the row sums (d already carries 1/|z|)
+                dot = coef_w * zf_sum - coef_e * ze_sum + factor * (zd_sum + label_grad * (z[i, label] * pre))
+                along = dot / norm / norm  # (norm * norm can overflow where squares did not)
             # The only write of the row.
             if has_dense:
                 for k in range(num_classes):
-                    x = z[i, k] if normalize else zero
+                    x = z[i, k] * pre if normalize else zero
                     grad[i, k] = coef_w * w[k] - coef_e * e[k] + factor * dense[k] - along * x
             else:
                 for k in range(num_classes):
-                    x = z[i, k] if normalize else zero
+                    x = z[i, k] * pre if normalize else zero
                     grad[i, k] = coef_w * w[k] - coef_e * e[k] - along * x
             grad[i, label] += factor * label_grad
         return skipped

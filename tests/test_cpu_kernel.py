@@ -249,3 +249,26 @@ def test_environment_switches_the_kernel_off():
     env = {**os.environ, "SPARSE_REG_CPU_KERNEL": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_starting_the_thread_pool_keeps_the_callers_openmp_thread_count():
+    # Numba's OpenMP layer sets the OpenMP thread count when its pool starts; torch shares that
+    # runtime, so a torch.set_num_threads made before the first kernel call must survive it. A
+    # fresh process: the pool starts once per process.
+    pytest.importorskip("torch")
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "assert torch.get_num_threads() == 1\n"  # torch applies the count on first use
+        "from sparse_reg.backends import _cpu_kernel, numpy as fast\n"
+        "from sparse_reg.regularizer import Objective\n"
+        "assert _cpu_kernel.available()\n"
+        "fast.fused_terms(np.ones((4, 3), np.float32), np.zeros(4, np.int64), Objective.create(),\n"
+        "                 need_grad=True)\n"
+        "import numba\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    env.pop("SPARSE_REG_CPU_KERNEL", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "2"]

@@ -32,10 +32,18 @@ exponentials all take log-probabilities, :math:`x \le 0`; it evaluates them as :
 with :math:`n = \operatorname{round}(x/\ln 2)` and a polynomial in :math:`|r| \le \ln 2/2` (the
 Cephes coefficients in float32, the Taylor series in float64; within 1 ulp of the correctly rounded
 value, as the tests check), a branch-free loop body that LLVM vectorizes.
+
+Numba starts its thread pool on the first parallel call. Its OpenMP layer then sets the OpenMP
+thread count of the calling thread to Numba's (``omp_set_num_threads``), and that runtime is the
+one PyTorch's CPU operators share when both link ``libgomp.so.1``: a ``torch.set_num_threads``
+made before the first kernel call would be undone by it, and every later matrix product would
+split its work differently. :func:`run` therefore starts the pool itself, once, and puts the
+caller's OpenMP thread count back (:func:`_start_threads`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections.abc import Iterator
@@ -95,6 +103,13 @@ _MAX_SHIFT = 80.0
 
 _ENABLED = os.environ.get("SPARSE_REG_CPU_KERNEL", "1") != "0"
 
+#: Whether Numba's thread pool has been started (by :func:`_start_threads`).
+_THREADS_STARTED = False
+
+#: Names under which an OpenMP runtime may already be loaded into the process.
+_OPENMP_LIBRARIES = ("libgomp.so.1", "libiomp5.so", "libomp.so", "libomp.so.5", "libomp.dylib",
+                     "libiomp5.dylib")
+
 # Layout of the per-call configuration vector handed to the kernel (in the compute dtype).
 _TAU, _P, _CLAMP, _LAM, _ALPHA, _BETA, _GAMMA, _Q, _SCALE = range(9)
 # Layout of the integer flags vector.
@@ -123,6 +138,39 @@ def kernel_codes(loss: BaseLoss) -> tuple[int, int] | None:
         if loss is known:
             return codes
     return None
+
+
+def _loaded_openmp() -> ctypes.CDLL | None:
+    """The OpenMP runtime already loaded into the process (this loads none), or ``None``."""
+    no_load = getattr(os, "RTLD_NOLOAD", None)
+    if no_load is None:  # pragma: no cover - Windows
+        return None
+    for name in _OPENMP_LIBRARIES:
+        try:
+            library = ctypes.CDLL(name, mode=no_load | os.RTLD_LAZY)
+        except OSError:
+            continue
+        if hasattr(library, "omp_get_max_threads") and hasattr(library, "omp_set_num_threads"):
+            return library
+    return None
+
+
+def _start_threads() -> None:
+    """Start Numba's thread pool, leaving the calling thread's OpenMP thread count as it was.
+
+    Numba's OpenMP threading layer calls ``omp_set_num_threads`` with its own thread count when it
+    starts; in a process where that runtime is shared (PyTorch's ``libgomp``), the count set by
+    ``torch.set_num_threads`` would silently change with the first kernel call.
+    """
+    global _THREADS_STARTED
+    if _THREADS_STARTED:
+        return
+    openmp = _loaded_openmp()
+    count = openmp.omp_get_max_threads() if openmp is not None else None
+    numba.get_num_threads()  # starts the pool (the threading layer) if it is not running yet
+    if openmp is not None and openmp.omp_get_max_threads() != count:
+        openmp.omp_set_num_threads(count)
+    _THREADS_STARTED = True
 
 
 def run(
@@ -166,6 +214,7 @@ def run(
     num_rows, num_classes = logits.shape
     if codes is None or not available() or num_classes == 0:
         return False
+    _start_threads()  # before any compile, cache load or thread query would start the pool
     dtype = base.dtype
     z = np.ascontiguousarray(logits, dtype=dtype)
     y = np.ascontiguousarray(labels, dtype=np.int64)

@@ -282,7 +282,8 @@ class LambdaSchedule:
         keys = set(state)
         if keys != expected and keys != set(_EPOCH_ONLY_KEYS):
             raise ValueError(
-                f"state must have exactly the keys {sorted(expected)}; got {sorted(state)}"
+                f"state must have exactly the keys {sorted(_EPOCH_ONLY_KEYS)} (the epoch-only form) "
+                f"or {sorted(expected)}; got {sorted(state)}"
             )
         restored = LambdaSchedule(**state)
         for name in expected:

@@ -26,8 +26,9 @@ settings.register_profile("dev", max_examples=25, deadline=None, suppress_health
 # by one backend's run never replays on another (the database key ignores the backend parameter).
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_SUPPRESS,
                           derandomize=True, database=None, print_blob=True)
+# thorough explores: random draws even where Hypothesis would derandomize by default (CI=true).
 settings.register_profile("thorough", max_examples=1000, deadline=None,
-                          suppress_health_check=_SUPPRESS)
+                          suppress_health_check=_SUPPRESS, derandomize=False)
 settings.load_profile(os.environ.get("SPARSE_REG_HYPOTHESIS_PROFILE", "dev"))
 
 

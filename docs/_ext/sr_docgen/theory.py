@@ -12,6 +12,7 @@ ORDER = (
     "lemma1_symmetric_condition",
     "theorem1_symmetric_noise",
     "theorem2_class_conditional",
+    "theorem3_noisy_selection",
     "lemma2_lp_penalty",
     "property_sharpening",
     "property_gradients",

@@ -173,6 +173,13 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--batch-size", type=int, help="global training batch size (split over DDP ranks)")
     optim.add_argument("--eval-batch-size", type=int)
     optim.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="evaluate every N epochs and at the last one (default 1); evaluating a large test set "
+        "can cost more than an epoch of training",
+    )
+    optim.add_argument(
         "--clip",
         type=_optional_float,
         metavar="NORM",

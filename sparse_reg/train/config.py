@@ -40,7 +40,7 @@ MODELS: tuple[str, ...] = ("mlp", "mlp-bn", "mnist-cnn", "cnn8", "resnet34")
 TRAINER_BACKENDS: tuple[str, ...] = tuple(name for name, row in REGISTRY.items() if row.trainer)
 #: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
 RUNTIME_KEYS: frozenset[str] = frozenset(
-    {"out", "data_dir", "device", "quiet", "threads"} | {"log_every", "tensorboard"}
+    {"out", "data_dir", "device", "quiet", "threads"} | {"log_every", "tensorboard", "eval_every"}
 )
 
 #: Config fields named differently from the objective parameter they hold.
@@ -73,6 +73,10 @@ class Config:
     weight_decay: float = 1e-3
     batch_size: int = 64
     eval_batch_size: int = 256
+    #: Evaluate (test set, clean and flipped training parts) every this many epochs and at the last
+    #: epoch; the rows of the other epochs hold no accuracies. Evaluation reads no random state, so
+    #: it never changes what is trained.
+    eval_every: int = 1
     #: Global gradient-norm clip; ``None`` switches clipping off.
     clip: float | None = 5.0
     #: ``"cosine"`` (to 0 over the epochs, stepped per epoch) or ``"constant"``.
@@ -363,7 +367,7 @@ def validate(config: Config) -> None:
         config.lr_schedule in ("cosine", "constant"),
         f"lr_schedule must be 'cosine' or 'constant'; got {config.lr_schedule!r}",
     )
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         value = getattr(config, key)
         need(
             isinstance(value, int) and not isinstance(value, bool) and value >= 1,

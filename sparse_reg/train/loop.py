@@ -259,6 +259,12 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+#: The metrics of :func:`_evaluate`: ``None`` in the rows of epochs that ``eval_every`` skips.
+EVALUATED: tuple[str, ...] = (
+    "test_acc", "train_acc_clean", "train_acc_flipped", "memorised", "train_acc_noisy"
+)
+
+
 def _evaluate(model: torch.nn.Module, data: DeviceData, ctx: Context, amp: bool) -> dict[str, float]:
     model.eval()
     test_pred = _predict(model, data, "test", amp)
@@ -500,7 +506,8 @@ def _run(
                     "Try a smaller --lr, --lam0 or --rho, or --clip"
                 )
             ctx.sync_buffers(raw_model)
-            metrics = _evaluate(raw_model, data, ctx, config.amp)
+            evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+            metrics = _evaluate(raw_model, data, ctx, config.amp) if evaluated else dict.fromkeys(EVALUATED)
             total = sums[3].item()
             loss, base, penalty = (sums[:3] / total).tolist()
             row = {
@@ -646,7 +653,7 @@ def _follow(criterion: Criterion, epoch: int, step: int) -> None:
 def _summary(
     config: Config, ctx: Context, realised_rate: float, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    best = max(history, key=lambda row: row["test_acc"])
+    best = max((row for row in history if row["test_acc"] is not None), key=lambda row: row["test_acc"])
     return {
         "run_name": config.run_name,
         "run_dir": str(Path(config.run_dir).resolve()),

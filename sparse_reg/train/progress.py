@@ -18,10 +18,15 @@ from typing import Any, TextIO
 __all__ = ["Progress", "format_epoch"]
 
 
+def _test_text(row: dict[str, Any]) -> str:
+    # None: an epoch that eval_every skipped; NaN: an empty test set.
+    test = row.get("test_acc")
+    return "n/a" if test is None or test != test else f"{100 * test:.2f}%"
+
+
 def format_epoch(name: str, row: dict[str, Any], epochs: int, eta_s: float) -> str:
     """One progress line for the metrics ``row`` of an epoch (columns as in ``metrics.csv``)."""
-    test = row.get("test_acc")
-    test_text = "n/a" if test is None or test != test else f"{100 * test:.2f}%"
+    test_text = _test_text(row)
     return (
         f"{name} epoch {row['epoch']}/{epochs}: loss {row['loss']:.4g}, test {test_text}, "
         f"lam {row['lam']:.3g}, lr {row['lr']:.3g}, {row['seconds']:.2f} s/epoch, eta {eta_s:.0f} s"
@@ -92,7 +97,7 @@ class Progress:
         """An epoch done, with its metrics row."""
         self._seconds += row["seconds"]
         if self.bar is not None:
-            self.bar.set_postfix(test=f"{row['test_acc']:.3f}", lam=f"{row['lam']:.3g}", refresh=False)
+            self.bar.set_postfix(test=_test_text(row), lam=f"{row['lam']:.3g}", refresh=False)
             return
         if self.mode != "lines":
             return

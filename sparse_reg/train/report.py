@@ -168,7 +168,9 @@ def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> Non
         ("train_acc_flipped", "train, flipped part (clean labels)"),
         ("memorised", "flipped part fitted to noisy label"),
     ):
-        axes[0].plot(epochs, series(key), label=label)
+        # Only the evaluated epochs (see eval_every), so that the curves stay joined.
+        points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        axes[0].plot([e for e, _ in points], [v for _, v in points], label=label)
     axes[0].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="accuracy")
     axes[0].legend(fontsize="small")
     axes[1].plot(epochs, series("base"), label="base term")

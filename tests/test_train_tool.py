@@ -300,3 +300,38 @@ def test_run_files_follow_the_umask(tmp_path):
         "model.pt",
     }
     assert set(modes.values()) == {0o640}, modes
+
+
+# --- evaluation every N epochs ---------------------------------------------------------------
+
+
+def _metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_eval_every_skips_epochs_without_changing_what_is_trained(tmp_path, capsys):
+    every_epoch, every_third = tmp_path / "every", tmp_path / "third"
+    assert main(["--out", str(every_epoch), *TINY, "--epochs", "5", "--log-every", "0"]) == 0
+    assert main(["--out", str(every_third), *TINY, "--epochs", "5", "--eval-every", "3", "--log-every", "0"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "third" not in line and " epoch " in line]
+    full, sparse = _metrics(every_epoch), _metrics(every_third)
+    assert [row["test_acc"] is not None for row in sparse] == [False, False, True, False, True]
+    for kept, row in zip(full, sparse, strict=True):
+        assert row["loss"] == kept["loss"] and row["lam"] == kept["lam"]
+        if row["test_acc"] is not None:
+            assert {k: row[k] for k in row if k != "seconds"} == {k: kept[k] for k in kept if k != "seconds"}
+    weights = [torch.load(d / "model.pt", weights_only=True) for d in (every_epoch, every_third)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    summary = json.loads((every_third / "summary.json").read_text())
+    evaluated = [row for row in sparse if row["test_acc"] is not None]
+    assert summary["best_test_acc"] == max(row["test_acc"] for row in evaluated)
+    assert ",,,,," in (every_third / "metrics.csv").read_text().splitlines()[1]
+    assert lines  # the runs printed their progress lines
+
+
+def test_eval_every_may_change_on_resume_and_is_checked(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert main(["--out", run_dir, *TINY, "--eval-every", "2", "--quiet"]) == 0
+    assert main(["--out", run_dir, *TINY, "--resume", "--quiet"]) == 0
+    assert _exit_code(["--out", str(tmp_path / "bad"), *TINY, "--eval-every", "0"]) == 2
+    assert "eval_every must be an integer >= 1; got 0" in _one_error_line(capsys)

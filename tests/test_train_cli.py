@@ -69,6 +69,19 @@ def test_baseline_and_sr_settings_come_from_the_preset():
     assert resolve_config({"preset": "cifar10"}).epochs == 120
 
 
+_SR_FIELDS = ("tau", "p", "lam0", "rho", "every", "normalize", "loss_params", "lam_unit", "lam_warmup")
+
+
+@pytest.mark.parametrize("noise", ["sym:0.6", "asym:0.4"])
+@pytest.mark.parametrize("loss", ["ce", "fl", "gce", "sce", "nce+rce", "ce+sr", "fl+sr", "gce+sr", "sce+sr"])
+def test_digits_runs_the_mnist_settings_exactly(loss, noise):
+    """The digits grids in docs/reproduction.md are the MNIST tuples, computed without the clamp."""
+    digits = resolve_config({"preset": "digits", "loss": loss, "noise": noise})
+    mnist = resolve_config({"preset": "mnist", "loss": loss, "noise": noise})
+    assert [getattr(digits, f) for f in _SR_FIELDS] == [getattr(mnist, f) for f in _SR_FIELDS]
+    assert digits.clamp is None
+
+
 def test_config_file_is_layered_between_preset_and_options(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('loss = "gce+sr"\nepochs = 7\nclip = 1.5\n[loss_params]\nq = 0.2\n')

@@ -41,9 +41,17 @@ def test_epochs_and_batch_size_keep_the_range_and_the_pace(overrides):
     assert all(values[t] == reference(t * 50 // total) for t in range(0, total, 97))
 
 
-def test_a_smaller_training_set_runs_the_range_sooner_then_holds():
-    """2,000 of Fashion-MNIST's 60,000 images: the range 4..2048 within sqrt(2000/60000) of the run."""
+def test_a_smaller_training_set_keeps_the_preset_pace():
+    """2,000 of Fashion-MNIST's 60,000 images: the epoch rule of the paper, step for step."""
     config = resolve_config({"preset": "fashion-mnist", "limit_train": 2000})
+    assert config.lam_reference_size is None
+    values = _lambdas(lambda_schedule(config, 16, 2000), 50 * 16)
+    assert values == [LambdaSchedule(4.0, 2.0, 5)(t // 16) for t in range(50 * 16)]
+
+
+def test_a_reference_size_runs_the_range_sooner_then_holds():
+    """With lam_reference_size 60,000 and 2,000 images: the range 4..2048 within sqrt(2000/60000)."""
+    config = resolve_config({"preset": "fashion-mnist", "limit_train": 2000, "lam_reference_size": 60000})
     total = 50 * 16
     values = _lambdas(lambda_schedule(config, 16, 2000), total)
     share = (2000 / 60000) ** 0.5
@@ -110,4 +118,4 @@ def test_presets_declare_their_clock():
     for preset in PRESETS.values():
         assert preset.lam_unit == "progress" and preset.lam_warmup == 0
     assert PRESETS["digits"].model == "mlp-bn"
-    assert PRESETS["cifar10-lt"].reference_size is None
+    assert all(resolve_config({"preset": name}).lam_reference_size is None for name in PRESETS)

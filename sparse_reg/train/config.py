@@ -96,7 +96,8 @@ class Config:
     lam_horizon: int | None = None
     #: ``lam_unit="progress"``: training-set size the pace is written for. A run on ``n`` smaller
     #: than it grows lambda through the reference range within the first ``sqrt(n / size)`` of the
-    #: run and then holds it at the reference run's last value; ``None``: no size scaling.
+    #: run and then holds it at the reference run's last value; ``None`` (every preset): no size
+    #: scaling, the preset's pace over the run whatever the training-set size.
     lam_reference_size: int | None = None
     # --- end of the lambda clock ---
     normalize: bool = False

@@ -83,9 +83,6 @@ class Preset:
     #: ``"progress"`` is measured in epochs of this preset's ``epochs``-epoch run.
     lam_unit: str = "progress"
     lam_warmup: int = 0
-    #: Training-set size the preset's pace is written for (the dataset's full training set);
-    #: ``None``: no size scaling (see ``Config.lam_reference_size``).
-    reference_size: int | None = None
 
 
 def _sr_table(
@@ -140,7 +137,6 @@ _DIGITS = Preset(
     weight_decay=1e-3,
     batch_size=64,
     noise="sym:0.6",
-    reference_size=1257,
     sr=_DIGITS_SR,
     loss_params=_MNIST_BASELINES,
 )
@@ -153,7 +149,6 @@ _MNIST = Preset(
     epochs=50,
     lr=0.01,
     weight_decay=1e-3,
-    reference_size=60000,
     sr=_MNIST_SR,
     loss_params=_MNIST_BASELINES,
 )
@@ -168,7 +163,6 @@ _CIFAR10 = Preset(
     weight_decay=1e-4,
     crop_pad=4,
     flip=True,
-    reference_size=50000,
     sr=_CIFAR10_SR,
     loss_params=_CIFAR10_BASELINES,
 )
@@ -184,20 +178,17 @@ _CIFAR100 = Preset(
     crop_pad=4,
     flip=True,
     rotate=20.0,
-    reference_size=50000,
     sr=_CIFAR100_SR,
     sr_asym=_CIFAR100_SR_ASYM,
     loss_params=_CIFAR100_BASELINES,
 )
 # The long-tailed variants are the official imbalance experiments: clean labels, no clipping, their own
 # SR tuple, and for CIFAR-100 no rotation.
-# The long-tailed sets are the reference data themselves, so their pace is not rescaled by size.
 _LONG_TAILED = {
     "clip": None,
     "noise": "none",
     "lt_profile": "exp",
     "sr_asym": MappingProxyType({}),
-    "reference_size": None,
 }
 _LIST = [
     _DIGITS,
@@ -270,7 +261,6 @@ def preset_values(preset: Preset, base: str, with_sr: bool, noise: str) -> dict[
         "lam_unit": preset.lam_unit,
         "lam_warmup": preset.lam_warmup,
         "lam_horizon": preset.epochs,
-        "lam_reference_size": preset.reference_size,
     }
     if not with_sr:
         params = dict(preset.loss_params.get(base, {}))

@@ -56,21 +56,15 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
         )
     num_classes = shape[0] if logits.ndim == 1 else shape[1]
     if num_classes < 2:
-        raise ValueError(
-            f"logits must have at least 2 classes (C >= 2, on axis {min(logits.ndim - 1, 1)}); "
-            f"got C={num_classes}"
-        )
-    if _is_kind(xp, labels.dtype, "real floating"):
-        if tuple(labels.shape) != shape:
-            raise ValueError(
-                f"labels given as class probabilities (floating point) must have the logits' shape "
-                f"{shape}; got {tuple(labels.shape)}"
-            )
+        raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
+    floating = _is_kind(xp, labels.dtype, "real floating")
+    if floating and tuple(labels.shape) == shape:
         return True
     if not _is_kind(xp, labels.dtype, "integral"):
         raise TypeError(
             "labels must be an integer array of class indices in [0, C), or floating-point class "
-            f"probabilities of the logits' shape {shape}; got dtype {_dtype_name(labels.dtype)}"
+            f"probabilities of the logits' shape {shape}; got dtype {_dtype_name(labels.dtype)} "
+            f"and shape {tuple(labels.shape)}"
         )
     expected = shape[:1] + shape[2:] if logits.ndim > 1 else ()
     if tuple(labels.shape) != expected:

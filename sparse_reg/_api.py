@@ -48,10 +48,17 @@ def loss(
     ----------
     logits
         Array of shape ``(N, C)``, floating point, from NumPy, CuPy, PyTorch, JAX or any array-API
-        library. It decides the library and device of the computation and of the result.
+        library. It decides the library and device of the computation and of the result. As for
+        :func:`torch.nn.functional.cross_entropy`, ``(N, C, d1, ..., dk)`` (classes on axis 1, one
+        sample per position) and a single sample ``(C,)`` are accepted too.
     labels
-        Integer class indices of shape ``(N,)`` in ``[0, C)``. NumPy labels follow the logits to
-        their library and device.
+        Integer class indices in ``[0, C)`` (or ``ignore_index``) of the logits' shape without the
+        class axis: ``(N,)``, ``(N, d1, ..., dk)``, or ``()`` for ``(C,)`` logits. Or class
+        probabilities :math:`t`, floating point, of the logits' shape: the base term is then
+        :math:`\sum_c t_c L(s, c)`, the expectation over the labels, defined for every built-in loss
+        (:meth:`sparse_reg.BaseLoss.expectation`); entries must be :math:`\ge 0`, and rows are not
+        required to sum to 1, as in torch. NumPy labels follow the logits to their library and
+        device.
     base
         Base loss name (see :func:`sparse_reg.available_losses`): ``"ce"``, ``"focal"`` (alias
         ``"fl"``), ``"gce"``, ``"mae"``, ``"mse"``, ``"rce"``, ``"sce"``, ``"nce"``, ``"nfl"``,
@@ -72,6 +79,20 @@ def loss(
     clamp
         ``None`` (default) computes the penalty exactly in the log domain; ``1e-7`` reproduces the
         official code's ``clamp(s, 1e-7, 1) ** p``.
+    weight
+        Per-class weights :math:`w` of shape ``(C,)``, as torch's ``weight``. Sample :math:`i`
+        with class index :math:`y_i` counts :math:`\omega_i = w_{y_i}` times in the whole objective,
+        base term and penalty, and the mean divides by :math:`\sum_i \omega_i`: a reweighting of
+        samples, which keeps each sample's minimiser and the meaning of :math:`\lambda` (see
+        :mod:`sparse_reg.criterion`). With class probabilities the base term is
+        :math:`\sum_c w_c t_c L(s, c)` and every sample counts once, as in torch.
+    ignore_index
+        Samples whose label equals it are left out of the base term, the penalty and the mean's
+        denominator (default -100, as in torch; their value and gradient are 0). Refused with
+        class probabilities, as in torch.
+    label_smoothing
+        :math:`\varepsilon \in [0, 1]`: the target becomes :math:`(1-\varepsilon)\,t +
+        \varepsilon/C` (:math:`t = e_y` for class indices), as in torch, for any base loss.
     reduction
         ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for per-sample values.
     backend
@@ -89,13 +110,22 @@ def loss(
     Returns
     -------
     Array
-        A 0-D array (``"mean"``, ``"sum"``) or shape ``(N,)`` (``"none"``) in the logits' library
-        and device. The dtype is the logits' for float32 and float64; float16 and bfloat16 logits
-        are computed in float32 and give a float32 value, as under autocast.
+        A 0-D array (``"mean"``, ``"sum"``) or the labels' shape (``"none"``: ``(N,)``,
+        ``(N, d1, ..., dk)``, or ``()`` for one sample) in the logits' library and device. The
+        dtype is the logits' for float32 and float64; float16 and bfloat16 logits are computed in
+        float32 and give a float32 value, as under autocast.
 
     Notes
     -----
-    * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
+    * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``; so is a
+      mean over no counted sample (every label ignored, or of weight 0), where torch gives NaN.
+    * With :math:`\lambda = 0` and :math:`\tau = 1`, ``base="ce"`` equals
+      :func:`torch.nn.functional.cross_entropy` with the same ``weight``, ``ignore_index``,
+      ``label_smoothing``, targets, shapes and reduction.
+    * Cost: class indices, with or without ``weight`` and ``ignore_index``, run the backend's
+      fused path (weights and ignored labels add one pass over the gradient); class probabilities
+      and ``label_smoothing > 0`` run the array-API reference
+      (:func:`sparse_reg.regularizer.sr_terms`), as ``fused=False`` does.
     * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
       (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
       is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
@@ -140,8 +170,9 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
     value : Array
         As :func:`loss` returns it.
     grad : Array
-        :math:`\partial\,\text{value}/\partial z`, shape ``(N, C)``, in the logits' dtype. With
-        ``reduction="none"``, row :math:`i` is the gradient of sample :math:`i`'s loss.
+        :math:`\partial\,\text{value}/\partial z`, the logits' shape, in the logits' dtype. With
+        ``reduction="none"``, row :math:`i` (position :math:`i` along the class axis) is the
+        gradient of sample :math:`i`'s loss.
 
     Raises
     ------

@@ -34,6 +34,11 @@ class SparseRegLoss(torch.nn.Module):
         Base loss name, as for :func:`sparse_reg.loss`.
     tau, p, normalize, clamp, reduction, fused, **base_params
         As for :func:`sparse_reg.loss`.
+    weight, ignore_index, label_smoothing
+        As for :func:`sparse_reg.loss`, and as :class:`torch.nn.CrossEntropyLoss` takes them
+        (compared argument by argument in the getting-started guide); ``weight`` is a buffer,
+        so it follows ``.to(device)`` and the state dict. Logits may be ``(N, C)``, ``(C,)`` or
+        ``(N, C, d1, ..., dk)``, and labels class indices or class probabilities.
     schedule
         The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
 

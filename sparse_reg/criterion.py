@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sparse_reg._compat import device, host_scalar, library_of
+from sparse_reg._compat import array_namespace, device, host_scalar, library_of
 from sparse_reg._numerics import Array, compute_dtype, label_mask
 from sparse_reg._reduction import gradient_scale, reduce, weighted_scale
 from sparse_reg._validation import (
@@ -90,8 +90,6 @@ def check_weight(weight: Any) -> Any:
 
 
 def _is_real_array(x: Any) -> bool:
-    from sparse_reg._compat import array_namespace
-
     xp = array_namespace(x)
     return bool(xp.isdtype(x.dtype, ("integral", "real floating")))
 

@@ -7,9 +7,16 @@ from types import ModuleType
 from typing import Any
 
 from sparse_reg._numerics import Array
-from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
-from sparse_reg._validation import check_logits_and_labels, nan_where_labels_invalid
+from sparse_reg._reduction import check_reduction
 from sparse_reg.backends import library_of, resolve_call
+from sparse_reg.criterion import (
+    CRITERION_DEFAULTS,
+    CRITERION_PARAMETERS,
+    DEFAULT_CRITERION,
+    Batch,
+    Criterion,
+    prepare,
+)
 from sparse_reg.errors import NoClosedFormGradientError
 from sparse_reg.losses import get_loss
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
@@ -27,6 +34,9 @@ def loss(
     lam: Any = DEFAULTS["lam"],
     normalize: bool = DEFAULTS["normalize"],
     clamp: float | None = DEFAULTS["clamp"],
+    weight: Any = CRITERION_DEFAULTS["weight"],
+    ignore_index: int = CRITERION_DEFAULTS["ignore_index"],
+    label_smoothing: float = CRITERION_DEFAULTS["label_smoothing"],
     reduction: str = "mean",
     backend: str | None = None,
     fused: bool = True,
@@ -38,10 +48,17 @@ def loss(
     ----------
     logits
         Array of shape ``(N, C)``, floating point, from NumPy, CuPy, PyTorch, JAX or any array-API
-        library. It decides the library and device of the computation and of the result.
+        library. It decides the library and device of the computation and of the result. As for
+        :func:`torch.nn.functional.cross_entropy`, ``(N, C, d1, ..., dk)`` (classes on axis 1, one
+        sample per position) and a single sample ``(C,)`` are accepted too.
     labels
-        Integer class indices of shape ``(N,)`` in ``[0, C)``. NumPy labels follow the logits to
-        their library and device.
+        Integer class indices in ``[0, C)`` (or ``ignore_index``) of the logits' shape without the
+        class axis: ``(N,)``, ``(N, d1, ..., dk)``, or ``()`` for ``(C,)`` logits. Or class
+        probabilities :math:`t`, floating point, of the logits' shape: the base term is then
+        :math:`\sum_c t_c L(s, c)`, the expectation over the labels, defined for every built-in loss
+        (:meth:`sparse_reg.BaseLoss.expectation`); entries must be :math:`\ge 0`, and rows are not
+        required to sum to 1, as in torch. NumPy labels follow the logits to their library and
+        device.
     base
         Base loss name (see :func:`sparse_reg.available_losses`): ``"ce"``, ``"focal"`` (alias
         ``"fl"``), ``"gce"``, ``"mae"``, ``"mse"``, ``"rce"``, ``"sce"``, ``"nce"``, ``"nfl"``,
@@ -62,6 +79,20 @@ def loss(
     clamp
         ``None`` (default) computes the penalty exactly in the log domain; ``1e-7`` reproduces the
         official code's ``clamp(s, 1e-7, 1) ** p``.
+    weight
+        Per-class weights :math:`w` of shape ``(C,)``, as torch's ``weight``. Sample :math:`i`
+        with class index :math:`y_i` counts :math:`\omega_i = w_{y_i}` times in the whole objective,
+        base term and penalty, and the mean divides by :math:`\sum_i \omega_i`: a reweighting of
+        samples, which keeps each sample's minimiser and the meaning of :math:`\lambda` (see
+        :mod:`sparse_reg.criterion`). With class probabilities the base term is
+        :math:`\sum_c w_c t_c L(s, c)` and every sample counts once, as in torch.
+    ignore_index
+        Samples whose label equals it are left out of the base term, the penalty and the mean's
+        denominator (default -100, as in torch; their value and gradient are 0). Refused with
+        class probabilities, as in torch.
+    label_smoothing
+        :math:`\varepsilon \in [0, 1]`: the target becomes :math:`(1-\varepsilon)\,t +
+        \varepsilon/C` (:math:`t = e_y` for class indices), as in torch, for any base loss.
     reduction
         ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for per-sample values.
     backend
@@ -79,13 +110,22 @@ def loss(
     Returns
     -------
     Array
-        A 0-D array (``"mean"``, ``"sum"``) or shape ``(N,)`` (``"none"``) in the logits' library
-        and device. The dtype is the logits' for float32 and float64; float16 and bfloat16 logits
-        are computed in float32 and give a float32 value, as under autocast.
+        A 0-D array (``"mean"``, ``"sum"``) or the labels' shape (``"none"``: ``(N,)``,
+        ``(N, d1, ..., dk)``, or ``()`` for one sample) in the logits' library and device. The
+        dtype is the logits' for float32 and float64; float16 and bfloat16 logits are computed in
+        float32 and give a float32 value, as under autocast.
 
     Notes
     -----
-    * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
+    * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``; so is a
+      mean over no counted sample (every label ignored, or of weight 0), where torch gives NaN.
+    * With :math:`\lambda = 0` and :math:`\tau = 1`, ``base="ce"`` equals
+      :func:`torch.nn.functional.cross_entropy` with the same ``weight``, ``ignore_index``,
+      ``label_smoothing``, targets, shapes and reduction.
+    * Cost: class indices, with or without ``weight`` and ``ignore_index``, run the backend's
+      fused path (weights and ignored labels add one pass over the gradient); class probabilities
+      and ``label_smoothing > 0`` run the array-API reference
+      (:func:`sparse_reg.regularizer.sr_terms`), as ``fused=False`` does.
     * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
       (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
       is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
@@ -130,8 +170,9 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
     value : Array
         As :func:`loss` returns it.
     grad : Array
-        :math:`\partial\,\text{value}/\partial z`, shape ``(N, C)``, in the logits' dtype. With
-        ``reduction="none"``, row :math:`i` is the gradient of sample :math:`i`'s loss.
+        :math:`\partial\,\text{value}/\partial z`, the logits' shape, in the logits' dtype. With
+        ``reduction="none"``, row :math:`i` (position :math:`i` along the class axis) is the
+        gradient of sample :math:`i`'s loss.
 
     Raises
     ------
@@ -177,53 +218,67 @@ def _objective(arguments: dict[str, Any], base_params: dict[str, Any]) -> Object
     return objective
 
 
+def _criterion(arguments: dict[str, Any]) -> Criterion:
+    """Pop the :data:`~sparse_reg.criterion.CRITERION_PARAMETERS` off ``arguments``, validated."""
+    given = {p.name: arguments.pop(p.name) for p in CRITERION_PARAMETERS}
+    weight, ignore_index, smoothing = given["weight"], given["ignore_index"], given["label_smoothing"]
+    if weight is None and type(ignore_index) is int and ignore_index == DEFAULT_CRITERION.ignore_index \
+            and type(smoothing) is float and smoothing == 0.0:  # the common call, checked already
+        return DEFAULT_CRITERION
+    return Criterion.create(**given)
+
+
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     """Validate, resolve the backend and compute: the one path behind :func:`loss` and
     :func:`loss_and_grad`."""
     arguments = dict(arguments)
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
+    criterion = _criterion(arguments)
     objective = _objective(arguments, arguments.pop("base_params"))
     check_reduction(reduction)
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None
-    checked = check_logits_and_labels(logits, labels, xp, hooks.host_view(labels) if hooks else None)
+    batch = prepare(logits, labels, criterion, xp, hooks.host_view if hooks else None)
+    if batch.soft:
+        objective.base.check_soft_targets()
     if need_grad and objective.base.grad is None:
-        return _autograd_value_and_grad(logits, labels, objective, reduction, xp, row, checked)
-    fast = row.fast_path if fused and row is not None else None
+        return _autograd_value_and_grad(batch, objective, reduction, xp, row)
+    # Class probabilities and label smoothing run the array-API reference; the fused paths take
+    # class indices, and class weights and ignored labels as a factor on each row (Batch.grad).
+    fast = row.fast_path if fused and row is not None and not batch.soft else None
     if fast is not None and not fast.supports(objective):
         fast = None
     if not need_grad and fast is not None and row.autograd:  # the library differentiates the value
-        return fast.differentiable_loss(logits, labels, objective, reduction)
+        if not batch.weighted:
+            value = fast.differentiable_loss(batch.logits, batch.labels, objective, reduction)
+            return batch.shaped(value, reduction, xp)
+        per_sample = fast.differentiable_loss(batch.logits, batch.labels, objective, "none")
+        return batch.reduce(batch.weigh(per_sample, per_sample, xp)[0], reduction, xp)
+    extra = {"penalty_weight": batch.penalty_weight()} if batch.soft else {}
     terms = (fast.sr_terms if fast is not None else sr_terms)(
-        logits, labels, objective, need_grad=need_grad,
-        grad_scale=gradient_scale(reduction, logits.shape[0]),
+        batch.logits, batch.labels, objective, need_grad=need_grad,
+        grad_scale=batch.kernel_scale(reduction, xp), **extra,
     )
-    base, grad = terms.base, terms.grad
-    if not checked:  # traced: a row with an invalid label is NaN instead of an error
-        base = nan_where_labels_invalid(base, labels, logits.shape[1], xp)
-        grad = None if grad is None else nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
-    value = reduce_objective(base, terms.penalty, objective.lam, reduction, xp)[0]
-    return (value, grad) if need_grad else value
+    base, penalty = batch.weigh(terms.base, terms.penalty, xp)
+    value = batch.reduce(base + objective.lam * penalty, reduction, xp)
+    return (value, batch.grad(terms.grad, reduction, xp)) if need_grad else value
 
 
 def _autograd_value_and_grad(
-    logits: Array, labels: Array, objective: Objective, reduction: str, xp: ModuleType, row: Any,
-    checked: bool,
+    batch: Batch, objective: Objective, reduction: str, xp: ModuleType, row: Any
 ) -> tuple[Array, Array]:
     if row is None or not row.autograd:
         raise NoClosedFormGradientError(
             f"base loss {objective.base.name!r} was registered without a gradient, and "
-            f"{library_of(logits)} has no autograd; register it with grad=..., or call "
+            f"{library_of(batch.logits)} has no autograd; register it with grad=..., or call "
             "loss_and_grad on torch or JAX arrays"
         )
 
     def per_sample(z: Array) -> Array:
-        terms = sr_terms(z, labels, objective, need_grad=False)
-        return terms.base + objective.lam * terms.penalty
+        terms = sr_terms(z, batch.labels, objective, need_grad=False)
+        base, penalty = batch.weigh(terms.base, terms.penalty, xp)
+        return base + objective.lam * penalty
 
-    values, grad = row.hooks_module.value_and_grad(per_sample, logits)
-    if not checked:
-        values = nan_where_labels_invalid(values, labels, logits.shape[1], xp)
-        grad = nan_where_labels_invalid(grad, labels, logits.shape[1], xp)
-    return reduce(values, reduction, xp), grad * gradient_scale(reduction, logits.shape[0])
+    values, grad = row.hooks_module.value_and_grad(per_sample, batch.logits)
+    return batch.reduce(values, reduction, xp), batch.grad(grad, reduction, xp, weighed=True)

@@ -82,5 +82,12 @@ def label_mask(labels: Array, num_classes: int, xp: ModuleType, device: Any) -> 
 
 
 def at_label(x: Array, mask: Array, xp: ModuleType) -> Array:
-    """``x[i, labels[i]]`` for each row, via the mask so ``-inf`` elsewhere never meets a zero."""
-    return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)
+    r"""``x[i, labels[i]]`` for each row, via the mask so ``-inf`` elsewhere never meets a zero.
+
+    A floating-point ``mask`` holds class probabilities :math:`t`; then the result is
+    :math:`\sum_k t_k x_k`, linear in :math:`t`, with the classes of probability 0 left out (so an
+    infinite :math:`x_k` there does not make it NaN).
+    """
+    if mask.dtype == xp.bool:
+        return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)
+    return xp.sum(xp.where(mask != 0, mask * x, xp.zeros_like(x)), axis=-1)

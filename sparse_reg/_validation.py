@@ -32,47 +32,102 @@ def _dtype_name(dtype: object) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
-def check_logits_and_labels(
-    logits: Array, labels: Array, xp: ModuleType, host_labels: np.ndarray | None = None
-) -> bool:
-    """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
+#: Per number of logits dimensions: the shape ``labels`` must have, in words, and how to get it.
+_LABEL_SHAPES = {1: "()", 2: "(N,)"}
 
-    The label range needs the values, so it cannot be checked for traced arrays (inside
-    ``jax.jit``), whose values do not exist yet; then this returns ``False`` and the caller marks
-    such rows with :func:`nan_where_labels_invalid`. ``host_labels`` is an optional NumPy view of
-    ``labels`` where they live in host memory (a CPU tensor's ``.numpy()``), which makes the
-    check cheap.
+
+def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> bool:
+    """Validate the shapes and dtypes of ``logits`` and ``labels``; return whether ``labels`` are
+    class probabilities (floating point, the logits' shape) rather than class indices.
+
+    Logits are ``(C,)`` (one sample), ``(N, C)`` or ``(N, C, d1, ..., dk)`` with the classes on
+    axis 1, as :func:`torch.nn.functional.cross_entropy` takes them; class indices have the
+    logits' shape without the class axis.
     """
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D with shape (N, C); got shape {tuple(logits.shape)}")
+    shape = tuple(logits.shape)
+    if logits.ndim == 0:
+        raise ValueError(
+            "logits must have shape (C,), (N, C) or (N, C, d1, ..., dk); got a 0-D array"
+        )
     if not _is_kind(xp, logits.dtype, "real floating"):
         raise TypeError(
             "logits must be floating point (float16, bfloat16, float32 or float64); "
             f"got {_dtype_name(logits.dtype)}"
         )
-    n, num_classes = logits.shape
+    num_classes = shape[0] if logits.ndim == 1 else shape[1]
     if num_classes < 2:
         raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
+    floating = _is_kind(xp, labels.dtype, "real floating")
+    if floating and tuple(labels.shape) == shape:
+        return True
     if not _is_kind(xp, labels.dtype, "integral"):
         raise TypeError(
-            "labels must be an integer array of class indices in [0, C); "
-            f"got dtype {_dtype_name(labels.dtype)}"
+            "labels must be an integer array of class indices in [0, C), or floating-point class "
+            f"probabilities of the logits' shape {shape}; got dtype {_dtype_name(labels.dtype)} "
+            f"and shape {tuple(labels.shape)}"
         )
-    if tuple(labels.shape) != (n,):
+    expected = shape[:1] + shape[2:] if logits.ndim > 1 else ()
+    if tuple(labels.shape) != expected:
+        words = _LABEL_SHAPES.get(logits.ndim, "(N, d1, ..., dk)")
         raise ValueError(
-            f"labels must have shape (N,) = ({n},) to match logits; got {tuple(labels.shape)}"
+            f"labels must have shape {words} = {expected} to match logits of shape {shape}; "
+            f"got {tuple(labels.shape)}"
         )
-    if n == 0:
-        return True
-    out_of_range = _labels_out_of_range(labels, num_classes, xp, host_labels)
+    return False
+
+
+def check_label_values(
+    labels: Array, num_classes: int, xp: ModuleType, host: np.ndarray | None, ignore_index: int
+) -> tuple[bool, bool]:
+    """Check that class indices ``labels`` (shape ``(N,)``) lie in ``[0, C)`` or equal ``ignore_index``.
+
+    Returns ``(checked, ignored)``: ``checked`` is ``False`` for traced arrays (inside
+    ``jax.jit``), whose values do not exist yet (the caller then marks rows with an invalid label
+    by :func:`nan_where_labels_invalid` and must assume ignored labels may be present);
+    ``ignored`` says whether some label equals ``ignore_index``. ``host`` is an optional NumPy
+    view of ``labels`` where they live in host memory (a CPU tensor's ``.numpy()``), which makes
+    the check cheap; without an ignored label in the batch, the check costs what it did without
+    ``ignore_index``: one reduction (and one read back from a device).
+    """
+    if labels.shape[0] == 0:
+        return True, False
+    out_of_range = _labels_out_of_range(labels, num_classes, xp, host)
     if out_of_range is None:
-        return False
-    if out_of_range:
-        low, high = int(xp.min(labels)), int(xp.max(labels))
+        return False, True
+    if not out_of_range:  # every label is a class; it may still be ignore_index when that is one
+        if not 0 <= ignore_index < num_classes:
+            return True, False
+        return True, _any(labels == ignore_index, xp, host, lambda h: h == ignore_index)
+    if _any(((labels < 0) | (labels >= num_classes)) & (labels != ignore_index), xp, host,
+            lambda h: ((h < 0) | (h >= num_classes)) & (h != ignore_index)):
+        kept = host[host != ignore_index] if host is not None else labels[labels != ignore_index]
+        low, high = (int(kept.min()), int(kept.max())) if host is not None else (
+            int(xp.min(kept)), int(xp.max(kept)))
         raise ValueError(
-            f"labels must lie in [0, C) = [0, {num_classes}); got values from {low} to {high}"
+            f"labels must lie in [0, C) = [0, {num_classes}) or equal ignore_index={ignore_index}; "
+            f"got values from {low} to {high}"
         )
-    return True
+    return True, True
+
+
+def _any(condition: Array, xp: ModuleType, host: np.ndarray | None, on_host: Any) -> bool:
+    """``any(condition)``, on the host view when there is one."""
+    if host is not None:
+        return bool(np.any(on_host(host)))
+    return bool(xp.any(condition))
+
+
+def check_probabilities(targets: Array, xp: ModuleType, host: np.ndarray | None) -> None:
+    """Class-probability ``labels`` must be non-negative (checked unless traced)."""
+    try:
+        negative = bool(np.any(host < 0)) if host is not None else bool(xp.any(targets < 0))
+    except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
+        return
+    if negative:
+        low = float(host.min()) if host is not None else float(xp.min(targets))
+        raise ValueError(
+            f"labels given as class probabilities must be >= 0; got a smallest entry of {low}"
+        )
 
 
 def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp: ModuleType) -> Array:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
 
+from sparse_reg._compat import device as device_of
 from sparse_reg._numerics import Array, at_label
 from sparse_reg._validation import real_scalar
 
@@ -76,6 +77,13 @@ class BaseLoss:
         The terms of the CUDA kernel (:mod:`sparse_reg.backends.cupy`) that compute this loss, as
         :math:`\alpha T_1 + \beta T_2` (the weights from ``alpha``, ``beta``, else 1); empty for a
         loss the kernel does not have, which then runs on the array-API reference there.
+    soft_mask
+        Given class probabilities :math:`t` (rows on the simplex) as the mask, ``value`` and
+        ``grad`` return the expectation :math:`\sum_c t_c L(s, c)` and its gradient (true of a
+        loss linear in the mask); see :meth:`expectation`.
+    parts
+        For a weighted sum (:func:`register_sum`): the parameter holding each part's weight, and
+        the part.
     """
 
     name: str
@@ -86,6 +94,78 @@ class BaseLoss:
     grad_formula: str = ""
     label_only: bool = False
     kernel: tuple[str, ...] = ()
+    soft_mask: bool = False
+    parts: tuple[tuple[str, BaseLoss], ...] = ()
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether :meth:`expectation` is defined: class-probability targets are accepted."""
+        if self.parts:
+            return all(part.soft_targets for _, part in self.parts)
+        return self.soft_mask or self.label_only
+
+    def check_soft_targets(self) -> None:
+        """Raise :class:`ValueError`, naming the loss, unless it accepts class probabilities."""
+        if not self.soft_targets:
+            raise ValueError(
+                f"soft targets (class probabilities, or label_smoothing > 0) are not defined for "
+                f"base loss {self.name!r}: its value is neither a function of log s_y alone nor "
+                "declared to give the expectation over a probability mask; pass integer class "
+                "indices, or register the loss with soft_mask=True if, given class probabilities "
+                "as the mask, its value and gradient are the expectation over them"
+            )
+
+    def expectation(
+        self, log_s: Array, masses: Array, *, xp: ModuleType, need_grad: bool, **params: Any
+    ) -> tuple[Array, Array | None]:
+        r"""The loss of class-probability targets, :math:`\sum_c m_c L(s, c)`, and its gradient.
+
+        ``masses`` (shape ``(N, C)``, non-negative) are the targets, possibly scaled by class
+        weights. Each row is divided by its total :math:`M = \sum_c m_c` to a distribution
+        :math:`t` and the result is :math:`M\,\mathbb E_{c\sim t}[L(s, c)]`. The expectation is
+        taken in the one way the definition allows: a :attr:`soft_mask` loss receives :math:`t` as
+        its mask; a :attr:`label_only` loss, :math:`L(s, c) = f(\log s_c)`, is evaluated on every
+        class column at once and averaged with weights :math:`t`; a sum averages its
+        :attr:`parts`. Other losses raise :class:`ValueError`.
+
+        Returns
+        -------
+        value, grad
+            Shape ``(N,)``, and :math:`\partial/\partial\log s` of shape ``(N, C)`` (``None``
+            unless ``need_grad``).
+        """
+        self.check_soft_targets()
+        total = xp.sum(masses, axis=-1)
+        positive = total > 0
+        share = masses / xp.where(positive, total, xp.ones_like(total))[:, None]
+        value, grad = self._expected(log_s, share, xp, need_grad, params)
+        scale = xp.where(positive, total, xp.zeros_like(total))
+        return value * scale, None if grad is None else grad * scale[:, None]
+
+    def _expected(
+        self, log_s: Array, targets: Array, xp: ModuleType, need_grad: bool, params: Mapping[str, Any]
+    ) -> tuple[Array, Array | None]:
+        r""":math:`\mathbb E_{c\sim t}[L(s, c)]` and its gradient, for rows ``targets`` on the simplex."""
+        if self.parts:
+            values, grads = [], []
+            for weight, part in self.parts:
+                value, grad = part._expected(log_s, targets, xp, need_grad, _split_params(part, params))
+                values.append(params[weight] * value)
+                grads.append(None if grad is None else params[weight] * grad)
+            return values[0] + values[1], grads[0] + grads[1] if need_grad else None
+        if self.soft_mask:
+            grad = self.grad(log_s, targets, xp=xp, **params) if need_grad else None
+            return self.value(log_s, targets, xp=xp, **params), grad
+        # label_only: f(log s_c) for every class c at once, as an (N C, 1) problem.
+        rows, num_classes = log_s.shape
+        column = xp.reshape(log_s, (rows * num_classes, 1))
+        ones = xp.ones(column.shape, dtype=xp.bool, device=device_of(log_s))
+        per_class = xp.reshape(self.value(column, ones, xp=xp, **params), (rows, num_classes))
+        grad = None
+        if need_grad:
+            per_class_grad = xp.reshape(self.grad(column, ones, xp=xp, **params), (rows, num_classes))
+            grad = xp.where(targets != 0, targets * per_class_grad, xp.zeros_like(per_class_grad))
+        return at_label(per_class, targets, xp), grad
 
     def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``given`` over the defaults, rejecting unknown names and out-of-range values."""
@@ -133,6 +213,7 @@ def register_loss(
     formula: str = "",
     grad_formula: str = "",
     label_only: bool = False,
+    soft_mask: bool = False,
     overwrite: bool = False,
 ) -> BaseLoss:
     r"""Register a base loss so ``base=name`` finds it everywhere.
@@ -157,6 +238,12 @@ def register_loss(
     label_only
         Declare that ``value`` and ``grad`` read ``log_s`` only at the label and do not depend on
         the number of classes, so the NumPy fast path evaluates them on the label column alone.
+        Such a loss also accepts class-probability targets (:meth:`BaseLoss.expectation`).
+    soft_mask
+        Declare that ``value`` and ``grad``, given class probabilities :math:`t` as the mask (a
+        float array whose rows sum to 1), return the expectation :math:`\sum_c t_c L(s, c)` and
+        its gradient, as a loss linear in the mask does; it then accepts class-probability
+        targets. A loss with neither declaration refuses them.
     overwrite
         Replace an existing registration of ``name`` instead of raising.
 
@@ -183,12 +270,14 @@ def register_loss(
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string; got {name!r}")
-    if not isinstance(label_only, bool):
-        raise TypeError(f"label_only must be True or False; got {label_only!r}")
+    for switch, given in (("label_only", label_only), ("soft_mask", soft_mask)):
+        if not isinstance(given, bool):
+            raise TypeError(f"{switch} must be True or False; got {given!r}")
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
     return _add(BaseLoss(
-        name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula, label_only
+        name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula, label_only,
+        soft_mask=soft_mask,
     ))
 
 
@@ -198,10 +287,11 @@ def _add(loss: BaseLoss) -> BaseLoss:
 
 
 def _builtin(name: str, value: ValueFn, grad: GradFn, *, kernel: str, label_only: bool = False,
-             defaults: Mapping[str, Any] | None = None, formula: str, grad_formula: str) -> BaseLoss:
+             soft_mask: bool = False, defaults: Mapping[str, Any] | None = None, formula: str,
+             grad_formula: str) -> BaseLoss:
     """Register a built-in loss with its traits and its CUDA kernel term."""
     return _add(BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula,
-                         grad_formula, label_only, (kernel,)))
+                         grad_formula, label_only, (kernel,), soft_mask))
 
 
 def get_loss(name: str) -> BaseLoss:
@@ -295,8 +385,11 @@ def _mae_grad(log_s, mask, *, xp):
 
 
 def _mse(log_s, mask, *, xp):
-    diff = xp.exp(log_s) - xp.astype(mask, log_s.dtype)
-    return xp.sum(diff * diff, axis=-1)
+    target = xp.astype(mask, log_s.dtype)
+    diff = xp.exp(log_s) - target
+    # E_t ||s - e_c||^2 = ||s - t||^2 + 1 - ||t||^2 for t on the simplex; the correction is exactly
+    # 0 for a one-hot mask.
+    return xp.sum(diff * diff, axis=-1) + (1 - xp.sum(target * target, axis=-1))
 
 
 def _mse_grad(log_s, mask, *, xp):
@@ -337,7 +430,8 @@ def _nfl_grad(log_s, mask, *, xp, gamma, detach_weight):
 def _ngce_parts(log_s, mask, xp, q):
     num_classes = log_s.shape[-1]
     powered = xp.exp(q * log_s)
-    numerator = -xp.expm1(q * at_label(log_s, mask, xp))
+    # 1 - s_y^q taken at the label after the elementwise map, so it is linear in the mask.
+    numerator = at_label(-xp.expm1(q * log_s), mask, xp)
     return powered, numerator, num_classes - xp.sum(powered, axis=-1)
 
 
@@ -353,11 +447,12 @@ def _ngce_grad(log_s, mask, *, xp, q):
 
 
 def _nmae(log_s, mask, *, xp):
-    return _one_minus_exp(at_label(log_s, mask, xp), xp) / (log_s.shape[-1] - 1)
+    # (1 - s_k) at the label, linear in the mask.
+    return at_label(_one_minus_exp(log_s, xp), mask, xp) / (log_s.shape[-1] - 1)
 
 
 def _nmae_grad(log_s, mask, *, xp):
-    return _on_label(-xp.exp(at_label(log_s, mask, xp)) / (log_s.shape[-1] - 1), mask, xp)
+    return -xp.astype(mask, log_s.dtype) * xp.exp(log_s) / (log_s.shape[-1] - 1)
 
 
 def _split_params(loss: BaseLoss, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,13 +487,14 @@ def register_sum(name: str, active: str, passive: str, *, alpha: float, beta: fl
     kernel = first.kernel + second.kernel if len(first.kernel) == len(second.kernel) == 1 else ()
     return _add(BaseLoss(
         name, value, grad, MappingProxyType(defaults), formula, grad_formula,
-        first.label_only and second.label_only, kernel,
+        first.label_only and second.label_only, kernel, parts=(("alpha", first), ("beta", second)),
     ))
 
 
 _FOCAL_DEFAULTS = {"gamma": 0.5, "detach_weight": False}
 
-_builtin("ce", _ce, _ce_grad, kernel="CE", label_only=True, formula=r"-\log s_y", grad_formula=r"-e_y")
+_builtin("ce", _ce, _ce_grad, kernel="CE", label_only=True, soft_mask=True, formula=r"-\log s_y",
+         grad_formula=r"-e_y")
 _builtin(
     "focal", _focal_value, _focal_grad, kernel="FOCAL", label_only=True, defaults=_FOCAL_DEFAULTS,
     formula=r"-(1-s_y)^\gamma \log s_y",
@@ -413,7 +509,7 @@ _builtin(
     formula=r"\lVert s - e_y\rVert_1 = 2(1 - s_y)", grad_formula=r"-2 s_y\, e_y",
 )
 _builtin(
-    "mse", _mse, _mse_grad, kernel="MSE",
+    "mse", _mse, _mse_grad, kernel="MSE", soft_mask=True,
     formula=r"\lVert s - e_y\rVert_2^2", grad_formula=r"2\, s \odot (s - e_y)",
 )
 _builtin(
@@ -421,22 +517,22 @@ _builtin(
     grad_formula=r"\log(10^{-4})\, s_y\, e_y",
 )
 _builtin(
-    "nce", _nce, _nce_grad, kernel="NCE", formula=r"\log s_y \big/ \sum_k \log s_k",
+    "nce", _nce, _nce_grad, kernel="NCE", soft_mask=True, formula=r"\log s_y \big/ \sum_k \log s_k",
     grad_formula=r"(e_y - L\,\mathbf 1) \big/ \sum_k \log s_k",
 )
 _builtin(
-    "nfl", _nfl, _nfl_grad, kernel="NFL", defaults=_FOCAL_DEFAULTS,
+    "nfl", _nfl, _nfl_grad, kernel="NFL", soft_mask=True, defaults=_FOCAL_DEFAULTS,
     formula=r"(1-s_y)^\gamma \log s_y \big/ \sum_k (1-s_k)^\gamma \log s_k",
     grad_formula=r"(e_y - L\,\mathbf 1) \odot F'(\log s) \big/ \sum_k F(\log s_k)",
 )
 _builtin(
-    "ngce", _ngce, _ngce_grad, kernel="NGCE", defaults={"q": 0.7},
+    "ngce", _ngce, _ngce_grad, kernel="NGCE", soft_mask=True, defaults={"q": 0.7},
     formula=r"(1 - s_y^q) \big/ \bigl(C - \sum_k s_k^q\bigr)",
     grad_formula=r"q\, s^q \odot (L\,\mathbf 1 - e_y) \big/ \bigl(C - \sum_k s_k^q\bigr)",
 )
 # nmae divides by C - 1: not label-only, since the column alone has C = 1.
 _builtin(
-    "nmae", _nmae, _nmae_grad, kernel="NMAE",
+    "nmae", _nmae, _nmae_grad, kernel="NMAE", soft_mask=True,
     formula=r"(1 - s_y)/(C - 1)", grad_formula=r"-s_y\, e_y / (C - 1)",
 )
 register_sum("sce", "ce", "rce", alpha=0.1, beta=1.0)

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from sparse_reg._reduction import check_reduction, reduce_objective
-from sparse_reg._validation import check_logits_and_labels
+from sparse_reg._reduction import check_reduction
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
+from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, prepare
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 from sparse_reg.schedule import LambdaSchedule
 
@@ -34,6 +34,11 @@ class SparseRegLoss(torch.nn.Module):
         Base loss name, as for :func:`sparse_reg.loss`.
     tau, p, normalize, clamp, reduction, fused, **base_params
         As for :func:`sparse_reg.loss`.
+    weight, ignore_index, label_smoothing
+        As for :func:`sparse_reg.loss`, and as :class:`torch.nn.CrossEntropyLoss` takes them
+        (compared argument by argument in the getting-started guide); ``weight`` is a buffer,
+        so it follows ``.to(device)`` and the state dict. Logits may be ``(N, C)``, ``(C,)`` or
+        ``(N, C, d1, ..., dk)``, and labels class indices or class probabilities.
     schedule
         The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
 
@@ -67,11 +72,20 @@ class SparseRegLoss(torch.nn.Module):
         schedule: LambdaSchedule | float = DEFAULTS["lam"],
         normalize: bool = DEFAULTS["normalize"],
         clamp: float | None = DEFAULTS["clamp"],
+        weight: torch.Tensor | None = CRITERION_DEFAULTS["weight"],
+        ignore_index: int = CRITERION_DEFAULTS["ignore_index"],
+        label_smoothing: float = CRITERION_DEFAULTS["label_smoothing"],
         reduction: str = "mean",
         fused: bool = True,
         **base_params: Any,
     ) -> None:
         super().__init__()
+        criterion = Criterion.create(
+            weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
+        )
+        # A buffer, as in torch.nn.CrossEntropyLoss: it follows .to(device) and the state dict.
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(criterion.weight))
+        self.ignore_index, self.label_smoothing = criterion.ignore_index, criterion.label_smoothing
         if not isinstance(schedule, LambdaSchedule):
             schedule = LambdaSchedule(lam0=schedule)
         self.schedule = schedule
@@ -98,18 +112,30 @@ class SparseRegLoss(torch.nn.Module):
         self.lam.fill_(self.schedule.lam)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of ``logits`` (N, C) against integer ``labels`` (N,)."""
+        """The loss of ``logits`` against ``labels``, shaped as for :func:`sparse_reg.loss`:
+        ``(N, C)`` (or ``(C,)``, or ``(N, C, d1, ..., dk)``) against class indices ``(N,)`` (``()``,
+        ``(N, d1, ..., dk)``) or class probabilities of the logits' shape."""
         xp = _TORCH_NAMESPACE
-        host = torch_backend.host_view(labels) if isinstance(labels, torch.Tensor) else None
-        check_logits_and_labels(logits, labels, xp, host)
-        objective = self.objective
-        if self.fused:
+        criterion = Criterion(self.weight, self.ignore_index, self.label_smoothing)
+        batch = prepare(logits, labels, criterion, xp, torch_backend.host_view)
+        objective, reduction = self.objective, self.reduction
+        if batch.soft:
+            objective.base.check_soft_targets()
+        if self.fused and not batch.soft:
+            # Class weights and ignored labels: per-sample values, weighed and reduced here, so
+            # autograd scales each row of the fused gradient.
             value, base, penalty = torch_backend.differentiable_terms(
-                logits, labels, objective, self.reduction
+                batch.logits, batch.labels, objective, "none" if batch.weighted else reduction
             )
+            if batch.weighted:
+                (value, base), penalty = batch.weigh(value, base, xp), batch.weigh(penalty, penalty, xp)[1]
+            value, base, penalty = (batch.reduce(x, reduction, xp) if batch.weighted else
+                                    batch.shaped(x, reduction, xp) for x in (value, base, penalty))
         else:
-            terms = sr_terms(logits, labels, objective, need_grad=False)
-            value, base, penalty = reduce_objective(terms.base, terms.penalty, self.lam, self.reduction, xp)
+            terms = sr_terms(batch.logits, batch.labels, objective, need_grad=False)
+            base, penalty = batch.weigh(terms.base, terms.penalty, xp)
+            base, penalty = batch.reduce(base, reduction, xp), batch.reduce(penalty, reduction, xp)
+            value = base + self.lam * penalty
         # Plain attributes, written past nn.Module.__setattr__ (which looks each name up in the
         # parameter, buffer and submodule tables: a cost per call at small batch sizes).
         self.__dict__["last_base"], self.__dict__["last_penalty"] = base.detach(), penalty.detach()

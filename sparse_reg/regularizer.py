@@ -293,27 +293,47 @@ def lp_penalty(probs: Array, p: float = 0.1, *, clamp: float | None = None) -> A
 
 
 def sr_terms(
-    logits: Array, labels: Array, objective: Objective, *, need_grad: bool, grad_scale: float = 1.0
+    logits: Array,
+    labels: Array,
+    objective: Objective,
+    *,
+    need_grad: bool,
+    grad_scale: Any = 1.0,
+    penalty_weight: Array | None = None,
 ) -> SRTerms:
-    """Per-sample base loss, penalty and (optionally) gradient: the array-API reference.
+    r"""Per-sample base loss, penalty and (optionally) gradient: the array-API reference.
 
     Every fast path in :mod:`sparse_reg.backends` must agree with this function. ``logits`` has
     shape ``(N, C)`` and ``labels`` integer shape ``(N,)``, already validated and in one namespace.
-    The gradient is multiplied by ``grad_scale`` (a mean's :math:`1/N`) within the chain rule, so a
-    reduction costs no extra pass.
+    The gradient is multiplied by ``grad_scale`` (a mean's :math:`1/N`; a number or a 0-D array)
+    within the chain rule, so a reduction costs no extra pass.
+
+    The criterion options (:mod:`sparse_reg.criterion`) use two generalisations, found only here:
+    ``labels`` may be floating point of shape ``(N, C)``, non-negative target masses :math:`m`,
+    and the base term is then :math:`\sum_c m_c L(s, c)`
+    (:meth:`~sparse_reg.BaseLoss.expectation`); and ``penalty_weight`` (shape ``(N,)``) puts a
+    factor :math:`\omega_i` on each sample's penalty in the gradient, which is then that of
+    :math:`B_i + \lambda\,\omega_i \sum_k s_{ik}^p` (the returned penalty stays unweighted).
     """
     xp = array_namespace(logits)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
     log_s, unit, norm = _sharpened_log_probs(z, objective.tau, objective.normalize, xp)
-    mask = label_mask(labels, z.shape[-1], xp, device(logits))
     base_loss, params = objective.base, objective.params
-    base = base_loss.value(log_s, mask, xp=xp, **params)
+    if need_grad and base_loss.grad is None:
+        raise TypeError(f"base loss {base_loss.name!r} has no closed-form gradient")
+    if xp.isdtype(labels.dtype, "real floating"):
+        masses = xp.astype(labels, z.dtype)
+        base, base_grad = base_loss.expectation(log_s, masses, xp=xp, need_grad=need_grad, **params)
+    else:
+        mask = label_mask(labels, z.shape[-1], xp, device(logits))
+        base, base_grad = base_loss.value(log_s, mask, xp=xp, **params), None
     penalty, dpenalty = _penalty(log_s, objective.p, objective.clamp, xp)
     if not need_grad:
         return SRTerms(base, penalty, None)
-    if base_loss.grad is None:
-        raise TypeError(f"base loss {base_loss.name!r} has no closed-form gradient")
-    g = base_loss.grad(log_s, mask, xp=xp, **params) + objective.lam * dpenalty
+    if base_grad is None:
+        base_grad = base_loss.grad(log_s, mask, xp=xp, **params)
+    lam = objective.lam if penalty_weight is None else objective.lam * penalty_weight[:, None]
+    g = base_grad + lam * dpenalty
     s = xp.exp(log_s)
     grad = (g - s * xp.sum(g, axis=-1, keepdims=True)) * (grad_scale / objective.tau)
     if objective.normalize:  # linear in the incoming gradient, so the scale passes through

@@ -96,21 +96,21 @@ def test_lam_zero_and_p_one_reduce_to_the_base_loss():
     np.testing.assert_allclose(grad_p1, grad_base, atol=1e-12)
 
 
-def _brier_value(log_s, mask, *, xp, weight):
+def _brier_value(log_s, mask, *, xp, scale):
     label_prob = xp.exp(xp.sum(xp.where(mask, log_s, xp.zeros_like(log_s)), axis=-1))
-    return weight * (1 - label_prob) ** 2
+    return scale * (1 - label_prob) ** 2
 
 
-def _brier_grad(log_s, mask, *, xp, weight):
+def _brier_grad(log_s, mask, *, xp, scale):
     label_prob = xp.exp(xp.sum(xp.where(mask, log_s, xp.zeros_like(log_s)), axis=-1))
-    per_sample = -2 * weight * (1 - label_prob) * label_prob
+    per_sample = -2 * scale * (1 - label_prob) * label_prob
     return xp.where(mask, per_sample[:, None], xp.zeros_like(log_s))
 
 
 def test_user_loss_with_gradient_runs_everywhere(backend, numpy_of):
-    sr.register_loss("test_brier", _brier_value, _brier_grad, defaults={"weight": 1.0}, overwrite=True)
+    sr.register_loss("test_brier", _brier_value, _brier_grad, defaults={"scale": 1.0}, overwrite=True)
     z, y = backend.asarray(Z), backend.asarray(Y)
-    value, grad = sr.loss_and_grad(z, y, base="test_brier", weight=2.0)
+    value, grad = sr.loss_and_grad(z, y, base="test_brier", scale=2.0)
     s = np.exp(Z / 0.5) / np.exp(Z / 0.5).sum(1, keepdims=True)
     a = s[np.arange(4), Y]
     expected = (2 * (1 - a) ** 2 + (s**0.1).sum(1)).mean()
@@ -121,15 +121,15 @@ def test_user_loss_with_gradient_runs_everywhere(backend, numpy_of):
 @pytest.mark.parametrize("library", ["torch", "jax"])
 def test_value_only_user_loss_is_differentiated_by_autograd(library):
     pytest.importorskip(library)
-    sr.register_loss("test_brier_value_only", _brier_value, defaults={"weight": 1.0}, overwrite=True)
-    sr.register_loss("test_brier_closed", _brier_value, _brier_grad, defaults={"weight": 1.0}, overwrite=True)
+    sr.register_loss("test_brier_value_only", _brier_value, defaults={"scale": 1.0}, overwrite=True)
+    sr.register_loss("test_brier_closed", _brier_value, _brier_grad, defaults={"scale": 1.0}, overwrite=True)
     if library == "jax":
         import jax
 
         jax.config.update("jax_enable_x64", True)
     z, y = to_backend(Z, library), to_backend(Y, library)
-    value, grad = sr.loss_and_grad(z, y, base="test_brier_value_only", weight=0.5, normalize=True)
-    expected_value, expected_grad = sr.loss_and_grad(z, y, base="test_brier_closed", weight=0.5, normalize=True)
+    value, grad = sr.loss_and_grad(z, y, base="test_brier_value_only", scale=0.5, normalize=True)
+    expected_value, expected_grad = sr.loss_and_grad(z, y, base="test_brier_closed", scale=0.5, normalize=True)
     np.testing.assert_allclose(np.asarray(value), np.asarray(expected_value), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(expected_grad), atol=1e-12)
 
@@ -195,7 +195,7 @@ def test_every_backend_row_provides_what_it_promises():
 LAYERS = (
     ("_numerics", "_compat", "errors", "_reduction", "_validation", "schedule"),
     ("losses",),
-    ("regularizer", "projection"),
+    ("regularizer", "projection", "criterion"),
     ("backends",),
     ("_api",),
     ("nn",),

@@ -17,15 +17,16 @@ Y = np.array([0, 2])
 @pytest.mark.parametrize(
     ("logits", "labels", "error", "message"),
     [
-        (Z[0], Y[:1], ValueError, r"logits must be 2-D with shape \(N, C\); got shape \(3,\)"),
-        (Z[None], Y, ValueError, r"logits must be 2-D .* got shape \(1, 2, 3\)"),
+        (Z[0, 0], Y, ValueError, r"logits must have shape \(C,\), \(N, C\) or \(N, C, d1, ..., dk\); got a 0-D"),
+        (Z[0], Y[:1], ValueError, r"labels must have shape \(\) = \(\) to match logits of shape \(3,\); got \(1,\)"),
+        (Z[None], Y, ValueError, r"labels must have shape \(N, d1, ..., dk\) = \(1, 3\) .* got \(2,\)"),
         (Z.astype(np.int64), Y, TypeError, r"logits must be floating point .* got int64"),
         (Z[:, :1], Y, ValueError, r"logits must have at least 2 classes \(C >= 2\); got C=1"),
         (Z, Y.astype(np.float64), TypeError, r"labels must be an integer array .* got dtype float64"),
         (Z, np.array([0, 1, 2]), ValueError, r"labels must have shape \(N,\) = \(2,\) .* got \(3,\)"),
         (Z, np.array([[0], [1]]), ValueError, r"labels must have shape \(N,\) = \(2,\) .* got \(2, 1\)"),
-        (Z, np.array([0, 3]), ValueError, r"labels must lie in \[0, C\) = \[0, 3\); got values from 0 to 3"),
-        (Z, np.array([-1, 0]), ValueError, r"labels must lie in \[0, C\) = \[0, 3\); got values from -1"),
+        (Z, np.array([0, 3]), ValueError, r"labels must lie in \[0, C\) = \[0, 3\) or equal ignore_index=-100; got values from 0 to 3"),
+        (Z, np.array([-1, 0]), ValueError, r"labels must lie in \[0, C\) = \[0, 3\) or equal .*; got values from -1"),
         ("logits", Y, TypeError, r"logits must be an array .* got str"),
     ],
 )

@@ -22,9 +22,12 @@ then the chain rule's :math:`1/\tau` and the caller's scale (a mean's :math:`1/N
 normalisation, :math:`(d - n\,(n\cdot d))/\lVert z\rVert`.
 
 Every built-in base loss is :math:`\alpha L_1 + \beta L_2` with :math:`L_1, L_2` drawn from the
-per-loss formulas below, selected by integer codes in :data:`KERNEL_TABLE`, so one compiled kernel
-per dtype serves them all. A loss not in the table (a user registration, or a built-in name
-re-registered with other semantics) is not handled here: :func:`run` returns ``False``.
+per-loss formulas below. Each loss names its terms in :attr:`~sparse_reg.BaseLoss.kernel` (the
+terms of :data:`sparse_reg.backends.cupy.KERNEL_TERMS`, which the CUDA kernel evaluates too), and
+:func:`kernel_codes` turns them into the integer codes that select the formulas here, so one
+compiled kernel per dtype serves them all and a loss is defined in one place. A loss without kernel
+terms (a user registration, also one that re-registers a built-in name) is not handled here:
+:func:`run` returns ``False``.
 
 Numba's LLVM has no vector maths library (no SVML in llvmlite 0.50), so a call to ``math.exp``
 stays a scalar libm call of about 5 ns, ten times NumPy's SIMD exponential. The kernel's
@@ -52,10 +55,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from sparse_reg._numerics import NORM_EPS
-from sparse_reg.losses import RCE_SCALE, BaseLoss, get_loss
+from sparse_reg.backends.cupy import KERNEL_TERMS
+from sparse_reg.losses import RCE_SCALE, BaseLoss
 from sparse_reg.regularizer import Objective
 
-__all__ = ["KERNEL_TABLE", "available", "disabled", "kernel_codes", "run"]
+__all__ = ["available", "disabled", "kernel_codes", "run"]
 
 try:  # the optional dependency: everything below the guard needs it
     import numba
@@ -64,32 +68,12 @@ try:  # the optional dependency: everything below the guard needs it
 except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
     numba = None
 
-#: Loss codes of the kernel: the formula of each term is selected by one of these integers.
-NONE, CE, FOCAL, GCE, MAE, MSE, RCE, NCE, NFL, NGCE, NMAE = range(11)
-
-#: Built-in loss name -> (code of L1, code of L2); the weights alpha and beta come from the params.
-_COMPOSITION: dict[str, tuple[int, int]] = {
-    "ce": (CE, NONE),
-    "focal": (FOCAL, NONE),
-    "gce": (GCE, NONE),
-    "mae": (MAE, NONE),
-    "mse": (MSE, NONE),
-    "rce": (RCE, NONE),
-    "nce": (NCE, NONE),
-    "nfl": (NFL, NONE),
-    "ngce": (NGCE, NONE),
-    "nmae": (NMAE, NONE),
-    "sce": (CE, RCE),
-    "nce+rce": (NCE, RCE),
-    "nce+mae": (NCE, MAE),
-    "nfl+rce": (NFL, RCE),
-    "nfl+mae": (NFL, MAE),
-}
-
-#: The kernel table: registered loss objects, matched by identity (a user may re-register a name
-#: with other semantics), and their codes.
-KERNEL_TABLE: tuple[tuple[BaseLoss, tuple[int, int]], ...] = tuple(
-    (get_loss(name), codes) for name, codes in _COMPOSITION.items()
+# The loss terms and their integer codes are the CUDA kernel's (KERNEL_TERMS, in code order), so a
+# loss defined once, with its ``kernel`` terms, runs in both kernels.
+_TERM_CODE = {term: code for code, term in enumerate(KERNEL_TERMS)}
+NONE, CE, FOCAL, GCE, MAE, MSE, RCE, NCE, NFL, NGCE, NMAE = (
+    _TERM_CODE[term] for term in ("NONE", "CE", "FOCAL", "GCE", "MAE", "MSE", "RCE", "NCE", "NFL", "NGCE",
+                                  "NMAE")
 )
 
 #: Batches with fewer elements run as one chunk, on one thread: a split costs more than it saves.
@@ -133,11 +117,12 @@ def disabled() -> Iterator[None]:
 
 
 def kernel_codes(loss: BaseLoss) -> tuple[int, int] | None:
-    """The kernel's codes for a registered loss object, or ``None`` when the table has no entry."""
-    for known, codes in KERNEL_TABLE:
-        if loss is known:
-            return codes
-    return None
+    """The kernel's codes of ``loss``'s terms (:attr:`~sparse_reg.BaseLoss.kernel`, the second
+    ``NONE`` for a single term), or ``None`` for a loss without kernel terms (a user registration)."""
+    terms = loss.kernel
+    if not 1 <= len(terms) <= 2 or any(term not in _TERM_CODE for term in terms):
+        return None
+    return _TERM_CODE[terms[0]], _TERM_CODE[terms[1] if len(terms) == 2 else "NONE"]
 
 
 def _loaded_openmp() -> ctypes.CDLL | None:
@@ -192,7 +177,7 @@ def run(
     labels
         Integer ``(N,)`` class indices in ``[0, C)``.
     objective
-        The validated objective; its base loss must have an entry in :data:`KERNEL_TABLE`.
+        The validated objective; its base loss must have kernel terms (:func:`kernel_codes`).
     base, penalty
         ``(N,)`` outputs in the compute dtype (float32 for 16-bit input, else the logits' dtype).
     grad

@@ -175,7 +175,7 @@ def test_long_rows_are_summed_accurately_in_float32():
     logits = (3 * rng.standard_normal((8, 32000))).astype(np.float32)
     labels = rng.integers(0, 32000, size=8)
     objective = _objective("ce", True, 1e-7, tau=0.5, p=0.1)
-    base, penalty, grad = _kernel_terms(logits, labels, objective, grad_scale=1 / 8)
+    _, penalty, grad = _kernel_terms(logits, labels, objective, grad_scale=1 / 8)
     want = core_sr_terms(logits.astype(np.float64), labels, objective, need_grad=True, grad_scale=1 / 8)
     assert np.abs(penalty / want.penalty - 1).max() < 3e-7
     assert np.linalg.norm(grad - want.grad) / np.linalg.norm(want.grad) < 1.5e-6

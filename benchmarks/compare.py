@@ -368,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         "module a training loop holds, runs the same kernel and builds the objective once. At N = 128 "
         "such fixed per-call costs, and autograd's own round trip, are most of the time (compare C, one "
         "fused op without SR): the gap between D and D-nn there is the front door's, not the kernel's.",
+        "- Call order: a fresh seeded random order every round (`ORDER_SEED`). An earlier rotating "
+        "order kept each contender's neighbours, so K-exact always ran right after K on the same "
+        "inputs, with warm caches and K's just-freed gradient buffer: clamp/exact then read 1.2-1.8x "
+        "at small shapes, while the two calls timed alone, or shuffled, differ by 0-5%.",
         *(["- E (CuPy) and the GPU targets need `--device cuda` on a CUDA machine."]
           if args.device == "cpu" else []),
         "",

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import sparse_reg as sr
+from sparse_reg import losses
 from sparse_reg.backends import _cpu_kernel as kernel
 from sparse_reg.backends import numpy as numpy_path
-from sparse_reg.losses import BUILTIN_LOSSES, get_loss, register_loss
+from sparse_reg.backends.cupy import KERNEL_TERMS
+from sparse_reg.losses import BUILTIN_LOSSES, get_loss, register_loss, register_sum
 from sparse_reg.regularizer import Objective
 from sparse_reg.regularizer import sr_terms as core_sr_terms
 
@@ -52,6 +54,26 @@ def _assert_close(got, want, rtol: float) -> None:
 def test_every_builtin_loss_has_a_kernel_entry():
     missing = [name for name in BUILTIN_LOSSES if kernel.kernel_codes(get_loss(name)) is None]
     assert not missing, f"built-in losses without a CPU kernel entry: {missing}"
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+def test_kernel_codes_are_the_losses_own_kernel_terms(name):
+    """The codes come from the loss definition's ``kernel`` terms, numbered as the CUDA kernel's."""
+    loss = get_loss(name)
+    codes = kernel.kernel_codes(loss)
+    terms = [KERNEL_TERMS[code] for code in codes]
+    assert terms == [*loss.kernel, "NONE"][:2]
+
+
+def test_a_sum_registered_from_kernel_losses_runs_in_the_kernel(monkeypatch):
+    """A loss defined once, from losses with kernel terms, needs no entry anywhere else."""
+    monkeypatch.setattr(losses, "_REGISTRY", dict(losses._REGISTRY))  # the registration is undone
+    loss = register_sum("gce+mse_kernel_test", "gce", "mse", alpha=0.3, beta=1.7)
+    assert kernel.kernel_codes(loss) == (kernel.GCE, kernel.MSE)
+    objective = Objective.create(loss.name, tau=0.4, normalize=True, clamp=1e-7, q=0.6)
+    logits, labels = _inputs(11, 6, seed=13)
+    want = core_sr_terms(logits, labels, objective, need_grad=True)
+    _assert_close(_kernel_terms(logits, labels, objective), want, rtol=1e-10)
 
 
 def test_a_registered_loss_falls_back_to_its_definition():
@@ -143,6 +165,20 @@ def test_several_threads_give_the_single_thread_result(dtype, monkeypatch):
     parallel = _kernel_terms(logits.astype(dtype), labels, objective)
     for one, many in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(one, many)
+
+
+def test_long_rows_are_summed_accurately_in_float32():
+    """At C = 32000 the float32 kernel's row sums stay close to float64: partial sums of a few
+    terms per vector lane, added in float64 (one running float32 sum per lane erred 10 times more
+    in the penalty and 5 times more in the gradient)."""
+    rng = np.random.default_rng(14)
+    logits = (3 * rng.standard_normal((8, 32000))).astype(np.float32)
+    labels = rng.integers(0, 32000, size=8)
+    objective = _objective("ce", True, 1e-7, tau=0.5, p=0.1)
+    _, penalty, grad = _kernel_terms(logits, labels, objective, grad_scale=1 / 8)
+    want = core_sr_terms(logits.astype(np.float64), labels, objective, need_grad=True, grad_scale=1 / 8)
+    assert np.abs(penalty / want.penalty - 1).max() < 3e-7
+    assert np.linalg.norm(grad - want.grad) / np.linalg.norm(want.grad) < 1.5e-6
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------

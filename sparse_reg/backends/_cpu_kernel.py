@@ -22,12 +22,19 @@ then the chain rule's :math:`1/\tau` and the caller's scale (a mean's :math:`1/N
 normalisation, :math:`(d - n\,(n\cdot d))/\lVert z\rVert`.
 
 Every built-in base loss is :math:`\alpha L_1 + \beta L_2` with :math:`L_1, L_2` drawn from the
-per-loss formulas below, selected by integer codes in :data:`KERNEL_TABLE`, so one compiled kernel
-per dtype serves them all. A loss not in the table (a user registration, or a built-in name
-re-registered with other semantics) is not handled here: :func:`run` returns ``False``.
+per-loss formulas below. Each loss names its terms in :attr:`~sparse_reg.BaseLoss.kernel` (the
+terms of :data:`sparse_reg.backends.cupy.KERNEL_TERMS`, which the CUDA kernel evaluates too), and
+:func:`kernel_codes` turns them into the integer codes that select the formulas here, so one
+compiled kernel per dtype serves them all and a loss is defined in one place. A loss without kernel
+terms (a user registration, also one that re-registers a built-in name) is not handled here:
+:func:`run` returns ``False``.
 
-Numba's LLVM has no vector maths library (no SVML in llvmlite 0.50), so a call to ``math.exp``
-stays a scalar libm call of about 5 ns, ten times NumPy's SIMD exponential. The kernel's
+Numba's LLVM has no vector maths library, so a call to ``math.exp`` or ``np.exp`` stays a scalar
+libm call. Intel's SVML would vectorise it, but Numba uses it only with an SVML-patched llvmlite,
+which the PyPI wheels are not (``numba -s``: "llvmlite Using SVML Patched LLVM: False"; the
+``icc_rt`` wheel alone does not help); measured in a Numba 0.68.1 loop over 2^20 float32 values,
+``math.exp`` and ``np.exp`` take 5.6 and 5.8 ns per value even with ``fastmath=True``, the routine
+below 0.8 ns. The kernel's
 exponentials all take log-probabilities, :math:`x \le 0`; it evaluates them as :math:`2^n e^r`
 with :math:`n = \operatorname{round}(x/\ln 2)` and a polynomial in :math:`|r| \le \ln 2/2` (the
 Cephes coefficients in float32, the Taylor series in float64; within 1 ulp of the correctly rounded
@@ -52,10 +59,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from sparse_reg._numerics import NORM_EPS
-from sparse_reg.losses import RCE_SCALE, BaseLoss, get_loss
+from sparse_reg.backends.cupy import KERNEL_TERMS
+from sparse_reg.losses import RCE_SCALE, BaseLoss
 from sparse_reg.regularizer import Objective
 
-__all__ = ["KERNEL_TABLE", "available", "disabled", "kernel_codes", "run"]
+__all__ = ["available", "disabled", "kernel_codes", "run"]
 
 try:  # the optional dependency: everything below the guard needs it
     import numba
@@ -64,36 +72,20 @@ try:  # the optional dependency: everything below the guard needs it
 except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
     numba = None
 
-#: Loss codes of the kernel: the formula of each term is selected by one of these integers.
-NONE, CE, FOCAL, GCE, MAE, MSE, RCE, NCE, NFL, NGCE, NMAE = range(11)
-
-#: Built-in loss name -> (code of L1, code of L2); the weights alpha and beta come from the params.
-_COMPOSITION: dict[str, tuple[int, int]] = {
-    "ce": (CE, NONE),
-    "focal": (FOCAL, NONE),
-    "gce": (GCE, NONE),
-    "mae": (MAE, NONE),
-    "mse": (MSE, NONE),
-    "rce": (RCE, NONE),
-    "nce": (NCE, NONE),
-    "nfl": (NFL, NONE),
-    "ngce": (NGCE, NONE),
-    "nmae": (NMAE, NONE),
-    "sce": (CE, RCE),
-    "nce+rce": (NCE, RCE),
-    "nce+mae": (NCE, MAE),
-    "nfl+rce": (NFL, RCE),
-    "nfl+mae": (NFL, MAE),
-}
-
-#: The kernel table: registered loss objects, matched by identity (a user may re-register a name
-#: with other semantics), and their codes.
-KERNEL_TABLE: tuple[tuple[BaseLoss, tuple[int, int]], ...] = tuple(
-    (get_loss(name), codes) for name, codes in _COMPOSITION.items()
+# The loss terms and their integer codes are the CUDA kernel's (KERNEL_TERMS, in code order), so a
+# loss defined once, with its ``kernel`` terms, runs in both kernels.
+_TERM_CODE = {term: code for code, term in enumerate(KERNEL_TERMS)}
+NONE, CE, FOCAL, GCE, MAE, MSE, RCE, NCE, NFL, NGCE, NMAE = (
+    _TERM_CODE[term] for term in ("NONE", "CE", "FOCAL", "GCE", "MAE", "MSE", "RCE", "NCE", "NFL", "NGCE",
+                                  "NMAE")
 )
 
 #: Batches with fewer elements run as one chunk, on one thread: a split costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 2**17
+
+#: Terms per partial sum of the kernel's long row sums: each partial sum is taken in the compute
+#: dtype (vectorised, a few terms per vector lane), and the partial sums are added in float64.
+SUM_BLOCK = 256
 
 #: Row chunks per thread in the parallel loop: several, so that threads finishing early steal work.
 _CHUNKS_PER_THREAD = 4
@@ -133,11 +125,12 @@ def disabled() -> Iterator[None]:
 
 
 def kernel_codes(loss: BaseLoss) -> tuple[int, int] | None:
-    """The kernel's codes for a registered loss object, or ``None`` when the table has no entry."""
-    for known, codes in KERNEL_TABLE:
-        if loss is known:
-            return codes
-    return None
+    """The kernel's codes of ``loss``'s terms (:attr:`~sparse_reg.BaseLoss.kernel`, the second
+    ``NONE`` for a single term), or ``None`` for a loss without kernel terms (a user registration)."""
+    terms = loss.kernel
+    if not 1 <= len(terms) <= 2 or any(term not in _TERM_CODE for term in terms):
+        return None
+    return _TERM_CODE[terms[0]], _TERM_CODE[terms[1] if len(terms) == 2 else "NONE"]
 
 
 def _loaded_openmp() -> ctypes.CDLL | None:
@@ -192,7 +185,7 @@ def run(
     labels
         Integer ``(N,)`` class indices in ``[0, C)``.
     objective
-        The validated objective; its base loss must have an entry in :data:`KERNEL_TABLE`.
+        The validated objective; its base loss must have kernel terms (:func:`kernel_codes`).
     base, penalty
         ``(N,)`` outputs in the compute dtype (float32 for 16-bit input, else the logits' dtype).
     grad
@@ -259,6 +252,18 @@ if numba is not None:
 
         return target(bits), codegen
 
+    @intrinsic
+    def _float_bits(typingctx, value):
+        """Reinterpret a float32 (float64) as the int32 (int64) with the same bits."""
+        target = {types.float32: types.int32, types.float64: types.int64}.get(value)
+        if target is None:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(value), codegen
+
     def vexp(x):  # pragma: no cover - replaced by the overload inside compiled code
         """:math:`e^x` for :math:`x \\le 0`, vectorizable: see the module docstring."""
         return math.exp(x)
@@ -266,9 +271,11 @@ if numba is not None:
     # n = round(x / ln 2), r = x - n ln 2 (Cody-Waite: ln 2 split in two parts, so that n ln 2 is
     # exact), then 2^n from its bits. The kernel's arguments are log-probabilities, so x <= 0 (up to
     # a rounding residual): no overflow branch. Below the smallest normal the result is flushed to 0
-    # (-inf gives 0); NaN passes through.
+    # (-inf gives 0). The clip is written so that a NaN x passes through it (and so through the
+    # result), and n's bits are read off n + 1.5 * 2^23 (n's integer in the low mantissa bits)
+    # rather than by a float-to-int conversion, which is undefined for NaN.
     def _exp32(x):
-        clipped = max(x, np.float32(-87.33654))
+        clipped = np.float32(-87.33654) if x < np.float32(-87.33654) else x
         n = np.floor(clipped * np.float32(1.44269504088896341) + np.float32(0.5))
         r = (clipped - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)
         # Cephes expf: 1 + r + r^2 P(r), P of degree 5.
@@ -278,13 +285,12 @@ if numba is not None:
         poly = poly * r + np.float32(4.1665795894e-2)
         poly = poly * r + np.float32(1.6666665459e-1)
         poly = poly * r + np.float32(5.0000001201e-1)
-        scale = _bits_as_float(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
-        value = (poly * r * r + r + np.float32(1.0)) * scale
-        value = np.float32(0.0) if x < np.float32(-87.33654) else value
-        return x if x != x else value
+        biased = _float_bits(n + np.float32(12582912.0)) - np.int32(0x4B400000 - 127)  # n + 127
+        value = (poly * r * r + r + np.float32(1.0)) * _bits_as_float(np.int32(biased << 23))
+        return np.float32(0.0) if x < np.float32(-87.33654) else value
 
     def _exp64(x):
-        clipped = max(x, -708.3964)
+        clipped = -708.3964 if x < -708.3964 else x
         n = np.floor(clipped * 1.4426950408889634 + 0.5)
         r = (clipped - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6
         # The Taylor series to r^13 / 13!: its truncation is below 2^-53 on |r| <= ln(2) / 2.
@@ -300,10 +306,9 @@ if numba is not None:
         poly = poly * r + 1.0 / 24.0
         poly = poly * r + 1.0 / 6.0
         poly = poly * r + 0.5
-        scale = _bits_as_float((np.int64(n) + 1023) << 52)
-        value = (poly * r * r + r + 1.0) * scale
-        value = 0.0 if x < -708.3964 else value
-        return x if x != x else value
+        biased = _float_bits(n + 6755399441055744.0) - np.int64(0x4338000000000000 - 1023)  # n + 1023
+        value = (poly * r * r + r + 1.0) * _bits_as_float(np.int64(biased << 52))
+        return 0.0 if x < -708.3964 else value
 
     @overload(vexp)
     def _vexp_overload(x):
@@ -397,35 +402,39 @@ if numba is not None:
         return code == MSE or code == NCE or code == NFL or code == NGCE
 
     @numba.njit(**_JIT)
-    def _row_max(z, i):
-        """Maximum of row ``i`` of ``z`` (NaN entries aside), in eight running maxima: a single one is
-        a chain of compare-and-select that LLVM does not vectorize; eight become one vector."""
+    def _row_range(z, i):
+        """Maximum and minimum of row ``i`` of ``z`` (NaN entries aside), in eight running maxima
+        and minima: a single one is a chain of compare-and-select that LLVM does not vectorize;
+        eight become one vector."""
         num_classes = z.shape[1]
         whole = num_classes - num_classes % 8
-        m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = z[i, 0]
+        h0 = h1 = h2 = h3 = h4 = h5 = h6 = h7 = z[i, 0]
+        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = z[i, 0]
         for k in range(0, whole, 8):
             x = z[i, k]
-            m0 = x if x > m0 else m0
+            h0, l0 = (x if x > h0 else h0), (x if x < l0 else l0)
             x = z[i, k + 1]
-            m1 = x if x > m1 else m1
+            h1, l1 = (x if x > h1 else h1), (x if x < l1 else l1)
             x = z[i, k + 2]
-            m2 = x if x > m2 else m2
+            h2, l2 = (x if x > h2 else h2), (x if x < l2 else l2)
             x = z[i, k + 3]
-            m3 = x if x > m3 else m3
+            h3, l3 = (x if x > h3 else h3), (x if x < l3 else l3)
             x = z[i, k + 4]
-            m4 = x if x > m4 else m4
+            h4, l4 = (x if x > h4 else h4), (x if x < l4 else l4)
             x = z[i, k + 5]
-            m5 = x if x > m5 else m5
+            h5, l5 = (x if x > h5 else h5), (x if x < l5 else l5)
             x = z[i, k + 6]
-            m6 = x if x > m6 else m6
+            h6, l6 = (x if x > h6 else h6), (x if x < l6 else l6)
             x = z[i, k + 7]
-            m7 = x if x > m7 else m7
-        top = m0
-        for m in (m1, m2, m3, m4, m5, m6, m7):
-            top = m if m > top else top
+            h7, l7 = (x if x > h7 else h7), (x if x < l7 else l7)
+        top, low = h0, l0
+        for h, m in ((h1, l1), (h2, l2), (h3, l3), (h4, l4), (h5, l5), (h6, l6), (h7, l7)):
+            top = h if h > top else top
+            low = m if m < low else low
         for k in range(whole, num_classes):
             top = z[i, k] if z[i, k] > top else top
-        return top
+            low = z[i, k] if z[i, k] < low else low
+        return top, low
 
     @numba.njit(**_JIT)
     def _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense):
@@ -463,8 +472,8 @@ if numba is not None:
         lam_p = lam * p
         has_dense = _is_dense(code1) or _is_dense(code2)
         bound_shift = normalize and tau >= 2 / real(_MAX_SHIFT)
-        # s_k = e_k / T < c needs e_k < c T <= c C (every e_k <= 1, up to rounding): a row with no e_k
-        # below twice that bound has no clamped entry, and skips the clamp's sweep.
+        # s_k = e_k / T < c needs e_k < c T <= c C (every e_k <= 1, up to rounding): a row whose
+        # smallest e_k is not below twice that bound has no clamped entry, and skips the clamp's sweep.
         ceiling = clamp * classes * (one + one) if use_clamp else zero
         skipped = 0
         for i in range(start, stop):
@@ -497,9 +506,10 @@ if numba is not None:
             if bound_shift:
                 # |n| <= 1, so x <= |x|: shifting by that bound instead of max x saves a sweep,
                 # and e^(u - 1/tau) >= e^(-2/tau) cannot underflow.
-                top, offset = norm, one / tau
+                top, offset, low = norm, one / tau, -norm
             else:
-                top = _row_max(z, i) * pre  # max x: pre is positive
+                top, low = _row_range(z, i)
+                top, low = top * pre, low * pre  # max x and min x: pre is positive
                 if not math.isfinite(top):  # no finite maximum: the core shifts by 0 (NaN row)
                     top = zero
                 offset = top * inverse_scale
@@ -510,37 +520,51 @@ if numba is not None:
             before = zero
             if exact_shift:
                 before, offset = top, zero
-            # The exponentials: T = sum e, F = sum f, and the row sums x.e, x.f for n . d.
-            total, f_sum, ze_sum, zf_sum, maybe_clamped = zero, zero, zero, zero, zero
-            if not exact_shift:
-                for k in range(num_classes):
-                    x = z[i, k]
-                    t = x * inverse_scale - offset
-                    ek = vexp(t)
-                    fk = vexp(p * t)  # s^p T^p: finite where s underflows
-                    e[k] = ek
-                    w[k] = fk
-                    total += ek
-                    f_sum += fk
-                    # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
-                    x = x if normalize else zero
-                    ze_sum += x * ek
-                    zf_sum += x * fk
-                    maybe_clamped += one if ek < ceiling else zero
-            else:
-                for k in range(num_classes):
-                    x = z[i, k] * pre
-                    t = (x - before) * inverse_scale
-                    ek = vexp(t)
-                    fk = vexp(p * t)
-                    e[k] = ek
-                    w[k] = fk
-                    total += ek
-                    f_sum += fk
-                    x = x if normalize else zero
-                    ze_sum += x * ek
-                    zf_sum += x * fk
-                    maybe_clamped += one if ek < ceiling else zero
+            # The clamp's sweep is needed only where the smallest e_k, e^t at x = min x (t grows with
+            # x), is below the ceiling; with the bound shift, x >= -|x| bounds it without a sweep.
+            maybe_clamped = use_clamp and vexp((low - before) * inverse_scale - offset) < ceiling
+            if maybe_clamped and bound_shift:
+                low = _row_range(z, i)[1] * pre
+                maybe_clamped = vexp((low - before) * inverse_scale - offset) < ceiling
+            # The exponentials: T = sum e, F = sum f, and the row sums x.e, x.f for n . d, each in
+            # partial sums of SUM_BLOCK terms in the compute dtype (vectorised) added in float64, so
+            # that their rounding error does not grow with the row length.
+            total, f_sum, ze_sum, zf_sum = 0.0, 0.0, 0.0, 0.0
+            for block in range(0, num_classes, SUM_BLOCK):
+                block_stop = min(block + SUM_BLOCK, num_classes)
+                part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
+                if not exact_shift:
+                    for k in range(block, block_stop):
+                        x = z[i, k]
+                        t = x * inverse_scale - offset
+                        ek = vexp(t)
+                        fk = vexp(p * t)  # s^p T^p: finite where s underflows
+                        e[k] = ek
+                        w[k] = fk
+                        part_e += ek
+                        part_f += fk
+                        # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
+                        x = x if normalize else zero
+                        part_ze += x * ek
+                        part_zf += x * fk
+                else:
+                    for k in range(block, block_stop):
+                        x = z[i, k] * pre
+                        t = (x - before) * inverse_scale
+                        ek = vexp(t)
+                        fk = vexp(p * t)
+                        e[k] = ek
+                        w[k] = fk
+                        part_e += ek
+                        part_f += fk
+                        x = x if normalize else zero
+                        part_ze += x * ek
+                        part_zf += x * fk
+                total += part_e
+                f_sum += part_f
+                ze_sum += part_ze
+                zf_sum += part_zf
+            total, f_sum, ze_sum, zf_sum = real(total), real(f_sum), real(ze_sum), real(zf_sum)
             log_total = math.log(total)
             inverse_total = one / total
             shrink = math.exp(-p * log_total)  # T^-p, so that W = shrink f

@@ -15,8 +15,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from sparse_reg._frozen import FrozenMapping
 
 if TYPE_CHECKING:  # the contract names the objective's types; nothing is imported at run time
     from sparse_reg.regularizer import Objective, SRTerms
@@ -110,7 +112,7 @@ class Backend:
 
 
 #: Every supported library, in the order of ``sparse_reg.backends.BACKENDS``.
-REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({
+REGISTRY: FrozenMapping[str, Backend] = FrozenMapping({
     backend.name: backend
     for backend in (
         Backend("numpy", "numpy", "sparse_reg", "sparse_reg.backends.numpy", fused=True,

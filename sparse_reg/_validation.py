@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 
 
@@ -38,8 +39,10 @@ def check_logits_and_labels(
     """Validate shapes, dtypes and the label range of a ``(logits, labels)`` pair.
 
     The label range needs the values, so it cannot be checked for traced arrays (inside
-    ``jax.jit``), whose values do not exist yet; then this returns ``False`` and the caller marks
-    such rows with :func:`nan_where_labels_invalid`. ``host_labels`` is an optional NumPy view of
+    ``jax.jit``, ``torch.compile`` or a ``torch.func`` transform; see
+    :func:`~sparse_reg._compat.is_traced`), whose values do not exist yet or would break a
+    compiled graph; then this returns ``False`` and the caller marks such rows with
+    :func:`nan_where_labels_invalid`. ``host_labels`` is an optional NumPy view of
     ``labels`` where they live in host memory (a CPU tensor's ``.numpy()``), which makes the
     check cheap.
     """
@@ -101,6 +104,8 @@ def _labels_out_of_range(
         host = labels
     if host is not None:
         return bool(np.maximum.reduce(host.view(host.dtype.str.replace("i", "u"))) >= num_classes)
+    if is_traced(labels):
+        return None
     try:
         return bool(xp.any((labels < 0) | (labels >= num_classes)))
     except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check

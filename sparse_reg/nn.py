@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from sparse_reg._reduction import check_reduction, reduce_objective
+from sparse_reg._reduction import check_reduction
 from sparse_reg._validation import check_logits_and_labels
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
-from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective
 from sparse_reg.schedule import LambdaSchedule
 
 __all__ = ["SparseRegLoss"]
@@ -36,6 +36,23 @@ class SparseRegLoss(torch.nn.Module):
         As for :func:`sparse_reg.loss`.
     schedule
         The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
+        This is the one way to give :math:`\lambda` (``lam=`` raises a ``TypeError`` that says so),
+        since the module's :math:`\lambda` follows the epoch.
+
+    Notes
+    -----
+    * ``torch.compile``: the default (fused) and the reference path each compile to one graph
+      (``fullgraph=True`` works), and :meth:`set_epoch` never recompiles, since :math:`\lambda` is
+      read from the buffer on the device. Under compilation the label range is not checked (it
+      would read the labels): a label outside ``[0, C)`` gives NaN in that row's value and
+      gradient, hence a NaN mean.
+    * ``torch.func``: ``vmap`` and ``grad`` (any order) run the array-API reference in torch
+      operators, with the same NaN rule for labels.
+    * ``copy.deepcopy``, ``pickle``, ``torch.save`` and ``torch.optim.swa_utils.AveragedModel``
+      copy the module with its schedule and :math:`\lambda`; a registered base loss is pickled by
+      name, so it must be registered where the copy is loaded.
+    * Autocast: 16-bit logits are computed in float32, the value is float32 and the gradient has
+      the logits' dtype.
 
     Attributes
     ----------
@@ -71,6 +88,11 @@ class SparseRegLoss(torch.nn.Module):
         fused: bool = True,
         **base_params: Any,
     ) -> None:
+        if "lam" in base_params:
+            raise TypeError(
+                f"SparseRegLoss takes lambda as schedule=, not lam=; got lam={base_params['lam']!r}. "
+                "Pass schedule=<number> for a constant lambda or schedule=LambdaSchedule(...)"
+            )
         super().__init__()
         if not isinstance(schedule, LambdaSchedule):
             schedule = LambdaSchedule(lam0=schedule)
@@ -108,8 +130,7 @@ class SparseRegLoss(torch.nn.Module):
                 logits, labels, objective, self.reduction
             )
         else:
-            terms = sr_terms(logits, labels, objective, need_grad=False)
-            value, base, penalty = reduce_objective(terms.base, terms.penalty, self.lam, self.reduction, xp)
+            value, base, penalty = torch_backend.reference_terms(logits, labels, objective, self.reduction)
         # Plain attributes, written past nn.Module.__setattr__ (which looks each name up in the
         # parameter, buffer and submodule tables: a cost per call at small batch sizes).
         self.__dict__["last_base"], self.__dict__["last_penalty"] = base.detach(), penalty.detach()

@@ -6,6 +6,7 @@ import inspect
 from types import ModuleType
 from typing import Any
 
+from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 from sparse_reg._reduction import check_reduction, gradient_scale, reduce, reduce_objective
 from sparse_reg._validation import check_logits_and_labels, nan_where_labels_invalid
@@ -164,9 +165,11 @@ _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _MAX_CACHED = 256
 
 
-def _objective(arguments: dict[str, Any], base_params: dict[str, Any]) -> Objective:
+def _objective(arguments: dict[str, Any], base_params: dict[str, Any], traced: bool) -> Objective:
     values = (*arguments.values(), *base_params.values())
-    if not _PLAIN_TYPES.issuperset(map(type, values)):
+    # Traced calls skip the cache: under torch.compile a lookup would become a guard on the
+    # cache's contents (a recompilation once the entry exists), and a tracer must never be kept.
+    if traced or not _PLAIN_TYPES.issuperset(map(type, values)):
         return Objective.create(**base_params, **arguments)
     key = (id(get_loss(arguments["base"])), *arguments.items(), *base_params.items(), *map(type, values))
     objective = _OBJECTIVES.get(key)
@@ -183,7 +186,7 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     arguments = dict(arguments)
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
-    objective = _objective(arguments, arguments.pop("base_params"))
+    objective = _objective(arguments, arguments.pop("base_params"), is_traced(logits))
     check_reduction(reduction)
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None

@@ -88,10 +88,14 @@ def loss(
     -----
     * The mean of an empty batch (``N = 0``) is 0, and its gradient has shape ``(0, C)``.
     * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
-      (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
-      is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
-      make that an error, wrap the jitted function in ``jax.experimental.checkify.checkify(f,
-      errors=checkify.float_checks)``.
+      (``jax.jit``, ``jax.vmap``, ``torch.compile``, ``torch.func`` transforms) the values do not
+      exist yet, or reading them would break the compiled graph, so the check cannot raise: a
+      sample whose label is out of range gets a NaN value and gradient instead, and a reduction
+      over it is NaN. To make that an error under JAX, wrap the jitted function in
+      ``jax.experimental.checkify.checkify(f, errors=checkify.float_checks)``.
+    * ``tau`` and ``lam`` may be JAX tracers (``jax.jit`` arguments, ``jax.grad`` with respect
+      to them); their range is then not checked. On torch, ``torch.compile`` captures the call in
+      one graph and ``torch.func`` transforms run the reference formula (see :doc:`/backends`).
     * Non-finite logits are not checked, since that would force a device synchronisation: a row
       holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
       classes of probability zero and are handled exactly while the row has a finite entry.

@@ -17,9 +17,10 @@ Python number on a GPU (no synchronisation).
 Under ``torch.compile`` and inside ``torch.func`` transforms (``vmap``, ``grad``), the tensors have
 no memory to hand to NumPy or CuPy (see :func:`sparse_reg._compat.is_traced`): the native engine
 then runs the same closed-form value and gradient in torch operators, with :math:`\\lambda` as a
-tensor, so a compiled step holds one graph with no guard on :math:`\\lambda`, and the function
-composes with ``torch.func`` (``generate_vmap_rule``). There the label range cannot be checked; a
-row with a label outside ``[0, C)`` gets NaN in its value and gradient instead.
+tensor, so a compiled step holds one graph with no guard on :math:`\\lambda`. Inside
+``torch.func`` transforms, :func:`differentiable_terms` runs :func:`reference_terms` instead, so
+derivatives of every order are exact. There the label range cannot be checked; a row with a label
+outside ``[0, C)`` gets NaN in its value and gradient instead.
 """
 
 from __future__ import annotations
@@ -207,8 +208,9 @@ class SparseRegFunction(torch.autograd.Function):
     r"""The reduced objective, differentiable through the gradient its forward already computed.
 
     ``apply(logits, labels, lam, objective, reduction, engine, need_grad)`` returns ``(value, base,
-    penalty)``: the reduced objective and its two reduced terms (these two not differentiable, for
-    logging). ``engine`` is an :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it
+    penalty, grad)``: the reduced objective, its two reduced terms (for logging) and the gradient
+    the forward computed (a 0-D zero when ``need_grad`` is false); only ``value`` is
+    differentiable. ``engine`` is an :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it
     is a tensor that requires grad (it then gets :math:`\partial\,\text{value}/\partial\lambda`,
     the reduced penalty), else ``None``; ``need_grad`` says whether the logits need a gradient.
 

@@ -6,6 +6,7 @@ import inspect
 from types import ModuleType
 from typing import Any
 
+from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 from sparse_reg._reduction import check_reduction
 from sparse_reg.backends import library_of, resolve_call
@@ -127,10 +128,14 @@ def loss(
       and ``label_smoothing > 0`` run the array-API reference
       (:func:`sparse_reg.regularizer.sr_terms`), as ``fused=False`` does.
     * Labels are checked to lie in ``[0, C)``, which reads their values. Under tracing
-      (``jax.jit``) the values do not exist yet, so the check cannot raise: a sample whose label
-      is out of range gets a NaN value and gradient instead, and a reduction over it is NaN. To
-      make that an error, wrap the jitted function in ``jax.experimental.checkify.checkify(f,
-      errors=checkify.float_checks)``.
+      (``jax.jit``, ``jax.vmap``, ``torch.compile``, ``torch.func`` transforms) the values do not
+      exist yet, or reading them would break the compiled graph, so the check cannot raise: a
+      sample whose label is out of range gets a NaN value and gradient instead, and a reduction
+      over it is NaN. To make that an error under JAX, wrap the jitted function in
+      ``jax.experimental.checkify.checkify(f, errors=checkify.float_checks)``.
+    * ``tau`` and ``lam`` may be JAX tracers (``jax.jit`` arguments, ``jax.grad`` with respect
+      to them); their range is then not checked. On torch, ``torch.compile`` captures the call in
+      one graph and ``torch.func`` transforms run the reference formula (see :doc:`/backends`).
     * Non-finite logits are not checked, since that would force a device synchronisation: a row
       holding NaN or ``+inf`` gives NaN in that row's value and gradient only; ``-inf`` entries are
       classes of probability zero and are handled exactly while the row has a finite entry.
@@ -205,9 +210,11 @@ _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _MAX_CACHED = 256
 
 
-def _objective(arguments: dict[str, Any], base_params: dict[str, Any]) -> Objective:
+def _objective(arguments: dict[str, Any], base_params: dict[str, Any], traced: bool) -> Objective:
     values = (*arguments.values(), *base_params.values())
-    if not _PLAIN_TYPES.issuperset(map(type, values)):
+    # Traced calls skip the cache: under torch.compile a lookup would become a guard on the
+    # cache's contents (a recompilation once the entry exists), and a tracer must never be kept.
+    if traced or not _PLAIN_TYPES.issuperset(map(type, values)):
         return Objective.create(**base_params, **arguments)
     key = (id(get_loss(arguments["base"])), *arguments.items(), *base_params.items(), *map(type, values))
     objective = _OBJECTIVES.get(key)
@@ -235,7 +242,7 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
     criterion = _criterion(arguments)
-    objective = _objective(arguments, arguments.pop("base_params"))
+    objective = _objective(arguments, arguments.pop("base_params"), is_traced(logits))
     check_reduction(reduction)
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None

@@ -29,6 +29,7 @@ __all__ = [
     "is_lazy_array",
     "is_numpy_array",
     "is_torch_array",
+    "is_traced",
     "library_of",
     "namespace_of",
 ]
@@ -60,12 +61,30 @@ def namespace_of(x: object) -> Any:
     return namespace
 
 
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` has no values to read yet: a JAX tracer (``jax.jit``, ``jax.grad``,
+    ``jax.vmap``), or a torch tensor seen by ``torch.compile`` or met inside a ``torch.func``
+    transform (``vmap``, ``grad``). Reading such an array (``bool``, ``float``, ``.numpy()``)
+    fails, or under ``torch.compile`` breaks the graph and guards on the value."""
+    if is_torch_array(x):
+        import torch
+
+        # Inside a torch.func transform even a plain tensor refuses .numpy(), so the question is
+        # whether a transform is active, not whether x itself is wrapped.
+        return torch.compiler.is_compiling() or torch._C._functorch.maybe_current_level() is not None
+    if is_jax_array(x):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    return False
+
+
 def host_scalar(x: Any) -> float | None:
     """The value of a 0-D array when reading it costs no device synchronisation (NumPy, CPU
     tensors), else ``None`` (device memory, traced arrays)."""
     if is_numpy_array(x):
         return float(x)
-    if is_torch_array(x) and x.device.type == "cpu":
+    if is_torch_array(x) and x.device.type == "cpu" and not is_traced(x):
         return float(x.detach())
     return None
 

@@ -37,7 +37,8 @@ def log_softmax(u: Array, xp: ModuleType, axis: int = -1, scale: float = 1.0) ->
     """
     m = xp.max(u, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    shifted = u - m if scale == 1.0 else (u - m) / scale
+    # A traced scale (jax.jit with tau an argument) cannot be compared: it is always divided by.
+    shifted = u - m if isinstance(scale, (int, float)) and scale == 1.0 else (u - m) / scale
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 
 
@@ -119,6 +120,8 @@ def _any(condition: Array, xp: ModuleType, host: np.ndarray | None, on_host: Any
 
 def check_probabilities(targets: Array, xp: ModuleType, host: np.ndarray | None) -> None:
     """Class-probability ``labels`` must be non-negative (checked unless traced)."""
+    if host is None and is_traced(targets):  # no values yet, or reading them breaks the graph
+        return
     try:
         negative = bool(np.any(host < 0)) if host is not None else bool(xp.any(targets < 0))
     except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
@@ -156,6 +159,8 @@ def _labels_out_of_range(
         host = labels
     if host is not None:
         return bool(np.maximum.reduce(host.view(host.dtype.str.replace("i", "u"))) >= num_classes)
+    if is_traced(labels):
+        return None
     try:
         return bool(xp.any((labels < 0) | (labels >= num_classes)))
     except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
 
 from sparse_reg._compat import device as device_of
+from sparse_reg._frozen import FrozenMapping
 from sparse_reg._numerics import Array, at_label
 from sparse_reg._validation import real_scalar
 
@@ -183,6 +184,15 @@ class BaseLoss:
                 params[key] = _checked(self.name, key, val, *check)
         return params
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A registered loss is pickled by name, as Python pickles functions: its functions may be
+        # closures (the sums of register_sum), and unpickling gives the registered object itself,
+        # which the fast paths recognise by identity. Another definition (one replaced since by
+        # overwrite=True) is pickled field by field.
+        if _REGISTRY.get(self.name) is self:
+            return (get_loss, (self.name,))
+        return (BaseLoss, tuple(getattr(self, f.name) for f in fields(self)))
+
 
 def _checked(loss: str, key: str, value: Any, predicate: Callable[[Any], bool], words: str) -> Any:
     """``value`` if it passes ``predicate`` (numbers as Python floats), else a ValueError."""
@@ -276,7 +286,7 @@ def register_loss(
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
     return _add(BaseLoss(
-        name, value, grad, MappingProxyType(dict(defaults or {})), formula, grad_formula, label_only,
+        name, value, grad, FrozenMapping(defaults), formula, grad_formula, label_only,
         soft_mask=soft_mask,
     ))
 
@@ -290,7 +300,7 @@ def _builtin(name: str, value: ValueFn, grad: GradFn, *, kernel: str, label_only
              soft_mask: bool = False, defaults: Mapping[str, Any] | None = None, formula: str,
              grad_formula: str) -> BaseLoss:
     """Register a built-in loss with its traits and its CUDA kernel term."""
-    return _add(BaseLoss(name, value, grad, MappingProxyType(dict(defaults or {})), formula,
+    return _add(BaseLoss(name, value, grad, FrozenMapping(defaults), formula,
                          grad_formula, label_only, (kernel,), soft_mask))
 
 
@@ -486,7 +496,7 @@ def register_sum(name: str, active: str, passive: str, *, alpha: float, beta: fl
     # The kernel has the sum when it has both parts, each a single term.
     kernel = first.kernel + second.kernel if len(first.kernel) == len(second.kernel) == 1 else ()
     return _add(BaseLoss(
-        name, value, grad, MappingProxyType(defaults), formula, grad_formula,
+        name, value, grad, FrozenMapping(defaults), formula, grad_formula,
         first.label_only and second.label_only, kernel, parts=(("alpha", first), ("beta", second)),
     ))
 

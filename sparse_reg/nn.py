@@ -41,6 +41,23 @@ class SparseRegLoss(torch.nn.Module):
         ``(N, C, d1, ..., dk)``, and labels class indices or class probabilities.
     schedule
         The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
+        This is the one way to give :math:`\lambda` (``lam=`` raises a ``TypeError`` that says so),
+        since the module's :math:`\lambda` follows the epoch.
+
+    Notes
+    -----
+    * ``torch.compile``: the default (fused) and the reference path each compile to one graph
+      (``fullgraph=True`` works), and :meth:`set_epoch` never recompiles, since :math:`\lambda` is
+      read from the buffer on the device. Under compilation the label range is not checked (it
+      would read the labels): a label outside ``[0, C)`` gives NaN in that row's value and
+      gradient, hence a NaN mean.
+    * ``torch.func``: ``vmap`` and ``grad`` (any order) run the array-API reference in torch
+      operators, with the same NaN rule for labels.
+    * ``copy.deepcopy``, ``pickle``, ``torch.save`` and ``torch.optim.swa_utils.AveragedModel``
+      copy the module with its schedule and :math:`\lambda`; a registered base loss is pickled by
+      name, so it must be registered where the copy is loaded.
+    * Autocast: 16-bit logits are computed in float32, the value is float32 and the gradient has
+      the logits' dtype.
 
     Attributes
     ----------
@@ -79,6 +96,11 @@ class SparseRegLoss(torch.nn.Module):
         fused: bool = True,
         **base_params: Any,
     ) -> None:
+        if "lam" in base_params:
+            raise TypeError(
+                f"SparseRegLoss takes lambda as schedule=, not lam=; got lam={base_params['lam']!r}. "
+                "Pass schedule=<number> for a constant lambda or schedule=LambdaSchedule(...)"
+            )
         super().__init__()
         criterion = Criterion.create(
             weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
@@ -135,7 +157,8 @@ class SparseRegLoss(torch.nn.Module):
             terms = sr_terms(batch.logits, batch.labels, objective, need_grad=False)
             base, penalty = batch.weigh(terms.base, terms.penalty, xp)
             base, penalty = batch.reduce(base, reduction, xp), batch.reduce(penalty, reduction, xp)
-            value = base + self.lam * penalty
+            # lam is a float64 buffer: in the terms' dtype, so float32 logits give a float32 value.
+            value = base + self.lam.to(base.dtype) * penalty
         # Plain attributes, written past nn.Module.__setattr__ (which looks each name up in the
         # parameter, buffer and submodule tables: a cost per call at small batch sizes).
         self.__dict__["last_base"], self.__dict__["last_penalty"] = base.detach(), penalty.detach()

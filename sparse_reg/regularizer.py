@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sparse_reg._compat import array_namespace, device, host_scalar
+from sparse_reg._compat import array_namespace, device, host_scalar, is_traced
+from sparse_reg._frozen import FrozenMapping
 from sparse_reg._numerics import (
     Array,
     compute_dtype,
@@ -58,8 +59,15 @@ def _check_positive(name: str, value: Any) -> float:
     return number
 
 
-def check_tau(tau: Any) -> float:
-    """Validate the sharpening temperature: a finite number > 0."""
+def check_tau(tau: Any) -> Any:
+    """Validate the sharpening temperature: a finite number > 0.
+
+    A 0-D traced array (``tau`` an argument of a ``jax.jit`` function, or differentiated by
+    ``jax.grad``) is taken unchecked, since it has no value yet: there ``tau <= 0`` gives NaN or
+    inf rather than an error.
+    """
+    if getattr(tau, "ndim", None) == 0 and is_traced(tau):
+        return tau
     return _check_positive("tau", tau)
 
 
@@ -87,7 +95,8 @@ def check_lam(lam: Any) -> Any:
     A NumPy number or 0-D NumPy array becomes a Python float. Another library's 0-D array is kept
     (so a schedule can change it in place, and a tensor that requires grad gets its gradient);
     its value is checked where reading it costs no device synchronisation (CPU tensors), and is
-    not inspected on a GPU or under tracing.
+    not inspected on a GPU or under tracing (a JAX tracer, a tensor under ``torch.compile``), where
+    a negative value gives a wrong loss rather than an error.
     """
     number = real_scalar(lam)
     if number is None and (
@@ -167,7 +176,7 @@ class Objective:
         """
         loss = get_loss(base)
         fields = {p.name: p.check(arguments.pop(p.name, p.default)) for p in OBJECTIVE_PARAMETERS}
-        return cls(base=loss, params=MappingProxyType(loss.resolve_params(arguments)), **fields)
+        return cls(base=loss, params=FrozenMapping(loss.resolve_params(arguments)), **fields)
 
     def with_lam(self, lam: Any) -> Objective:
         """The same objective with another penalty weight (used by schedules)."""

@@ -12,16 +12,35 @@ one :class:`Backend` line to :data:`REGISTRY`.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from sparse_reg._frozen import FrozenMapping
 
 if TYPE_CHECKING:  # the contract names the objective's types; nothing is imported at run time
     from sparse_reg.regularizer import Objective, SRTerms
 
 __all__ = ["REGISTRY", "Backend", "BackendHooks", "get_backend"]
+
+
+class _cached:
+    """:func:`functools.cached_property` without the lock it takes before Python 3.12, which
+    ``torch.compile`` cannot trace: a race computes the value twice, which is harmless here."""
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        self.compute, self.__doc__ = compute, compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
 
 
 @runtime_checkable
@@ -98,19 +117,22 @@ class Backend:
     gpu_ids: tuple[str, ...] = field(default=())
     requires_device: bool = False
 
-    @cached_property
+    @_cached
     def hooks_module(self) -> ModuleType | None:
         """The imported hooks module (importing it imports the library)."""
-        return importlib.import_module(self.hooks) if self.hooks else None
+        if not self.hooks:
+            return None
+        # torch.compile traces a lookup in sys.modules but not importlib.import_module.
+        return sys.modules.get(self.hooks) or importlib.import_module(self.hooks)
 
-    @cached_property
+    @_cached
     def fast_path(self) -> ModuleType | None:
         """The hooks module when it has a fused path, else ``None``."""
         return self.hooks_module if self.fused else None
 
 
 #: Every supported library, in the order of ``sparse_reg.backends.BACKENDS``.
-REGISTRY: MappingProxyType[str, Backend] = MappingProxyType({
+REGISTRY: FrozenMapping[str, Backend] = FrozenMapping({
     backend.name: backend
     for backend in (
         Backend("numpy", "numpy", "sparse_reg", "sparse_reg.backends.numpy", fused=True,

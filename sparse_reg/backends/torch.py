@@ -12,8 +12,15 @@ of replaying dozens of small kernels and keeping their activations. The native e
 
 The trainer's NumPy and CuPy backends pass their own engine, so they share this function.
 :math:`\\lambda` is read from the objective at call time and a 0-D tensor is never turned into a
-Python number on a GPU (no synchronisation), so a schedule that changes it never recompiles a
-captured training step.
+Python number on a GPU (no synchronisation).
+
+Under ``torch.compile`` and inside ``torch.func`` transforms (``vmap``, ``grad``), the tensors have
+no memory to hand to NumPy or CuPy (see :func:`sparse_reg._compat.is_traced`): the native engine
+then runs the same closed-form value and gradient in torch operators, with :math:`\\lambda` as a
+tensor, so a compiled step holds one graph with no guard on :math:`\\lambda`. Inside
+``torch.func`` transforms, :func:`differentiable_terms` runs :func:`reference_terms` instead, so
+derivatives of every order are exact. There the label range cannot be checked; a row with a label
+outside ``[0, C)`` gets NaN in its value and gradient instead.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from sparse_reg._compat import is_traced
 from sparse_reg._reduction import gradient_scale, reduce_objective
+from sparse_reg._validation import nan_where_labels_invalid
 from sparse_reg.backends import numpy as numpy_path
 from sparse_reg.errors import BackendUnavailableError
 from sparse_reg.regularizer import Objective, SRTerms
@@ -42,6 +51,7 @@ __all__ = [
     "from_host",
     "host_view",
     "native_engine",
+    "reference_terms",
     "sr_terms",
     "supports",
     "value_and_grad",
@@ -60,7 +70,7 @@ def from_host(x: object, device: str | None) -> torch.Tensor:
 
 def host_view(x: torch.Tensor) -> np.ndarray | None:
     """The tensor's memory as a NumPy array when it is on the CPU (zero copy), else ``None``."""
-    return x.numpy() if x.device.type == "cpu" and not x.requires_grad else None
+    return x.numpy() if x.device.type == "cpu" and not x.requires_grad and not is_traced(x) else None
 
 
 def supports(objective: Objective) -> bool:
@@ -109,8 +119,11 @@ def sr_terms(
 ) -> SRTerms:
     """Drop-in for :func:`sparse_reg.regularizer.sr_terms` on torch tensors (same semantics).
 
-    The result carries no autograd history; use :func:`differentiable_terms` for that.
+    The result carries no autograd history; use :func:`differentiable_terms` for that. Traced
+    tensors run the array-API reference in torch operators.
     """
+    if is_traced(logits):
+        return core_sr_terms(logits.detach(), labels, objective, need_grad=need_grad, grad_scale=grad_scale)
     if logits.device.type == "cpu":
         terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, grad_scale)
         return SRTerms(torch.from_numpy(terms.base), torch.from_numpy(terms.penalty), grad)
@@ -143,7 +156,8 @@ def native_engine(
 ) -> Reduced:
     """The fused value and gradient of torch tensors, on their own device (see the module text)."""
     scale = gradient_scale(reduction, logits.shape[0])
-    if logits.device.type == "cpu":
+    traced = is_traced(logits)
+    if logits.device.type == "cpu" and not traced:
         # Reduce on the NumPy side: for small batches each torch op costs more than the math.
         terms, grad = _cpu_numpy_terms(logits, labels, objective, need_grad, scale)
         value, base, penalty = reduce_objective(
@@ -154,7 +168,30 @@ def native_engine(
             as_tensor(np.asarray(value)), as_tensor(np.asarray(base)), as_tensor(np.asarray(penalty)), grad
         )
     terms = sr_terms(logits, labels, objective, need_grad=need_grad, grad_scale=scale)
-    return Reduced(*reduce_objective(terms.base, terms.penalty, objective.lam, reduction, torch), terms.grad)
+    base, grad = terms.base, terms.grad
+    if traced:  # the label range was not checked: NaN marks a row with an invalid label
+        base = nan_where_labels_invalid(base, labels, logits.shape[1], torch)
+        grad = None if grad is None else nan_where_labels_invalid(grad, labels, logits.shape[1], torch)
+    return Reduced(*reduce_objective(base, terms.penalty, _lam_like(objective, base), reduction, torch), grad)
+
+
+def _lam_like(objective: Objective, base: torch.Tensor) -> object:
+    """The objective's lam in ``base``'s dtype when it is a tensor: a 0-D float64 buffer would
+    otherwise promote a float32 reduced value to float64."""
+    lam = objective.lam
+    return lam.to(base.dtype) if isinstance(lam, torch.Tensor) else lam
+
+
+def reference_terms(
+    logits: torch.Tensor, labels: torch.Tensor, objective: Objective, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(value, base, penalty)`` of the array-API reference, differentiable by autograd (any
+    order, and through ``torch.func`` transforms); traced rows with an invalid label are NaN."""
+    terms = core_sr_terms(logits, labels, objective, need_grad=False)
+    base = terms.base
+    if is_traced(logits):
+        base = nan_where_labels_invalid(base, labels, logits.shape[1], torch)
+    return reduce_objective(base, terms.penalty, _lam_like(objective, base), reduction, torch)
 
 
 def _keeps_graph() -> bool:
@@ -170,47 +207,62 @@ def _keeps_graph() -> bool:
 class SparseRegFunction(torch.autograd.Function):
     r"""The reduced objective, differentiable through the gradient its forward already computed.
 
-    ``forward(logits, labels, lam, objective, reduction, engine, logs)``: ``engine`` is an
-    :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it is a tensor that requires
-    grad (it then gets :math:`\partial\,\text{value}/\partial\lambda`, the reduced penalty),
-    else ``None``. The reduced base and penalty terms (detached, for logging) are appended to the
-    list ``logs``, since returning them as extra non-differentiable outputs would cost each call
-    autograd bookkeeping that matters for the small batches of the paper's setting.
+    ``apply(logits, labels, lam, objective, reduction, engine, need_grad)`` returns ``(value, base,
+    penalty, grad)``: the reduced objective, its two reduced terms (for logging) and the gradient
+    the forward computed (a 0-D zero when ``need_grad`` is false); only ``value`` is
+    differentiable. ``engine`` is an :data:`Engine`; ``lam`` is the objective's :math:`\lambda` when it
+    is a tensor that requires grad (it then gets :math:`\partial\,\text{value}/\partial\lambda`,
+    the reduced penalty), else ``None``; ``need_grad`` says whether the logits need a gradient.
 
-    A backward pass that builds a graph itself (``create_graph=True``, for second derivatives)
-    differentiates the array-API reference instead, so higher derivatives are exact.
+    ``forward`` and ``setup_context`` are separate, so ``torch.compile`` captures the function in
+    one graph, and ``generate_vmap_rule`` is set, so it composes with ``torch.func`` to first order
+    (the engine then runs in torch operators; see the module text).
+    :func:`differentiable_terms` evaluates the reference under ``torch.func`` instead, for exact
+    higher derivatives. In eager mode, a backward pass that builds a graph itself
+    (``create_graph=True``, for second derivatives) differentiates the array-API reference, so
+    higher derivatives are exact there too.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, logits, labels, lam, objective, reduction, engine, logs):
-        """Run ``engine`` once; keep the gradient for backward."""
+    def forward(logits, labels, lam, objective, reduction, engine, need_grad):
+        """Run ``engine`` once; the gradient is a fourth output, kept for backward."""
         # The mean's 1/N is applied inside the kernel, so backward is at most one multiply.
-        result = engine(logits, labels, objective, ctx.needs_input_grad[0], reduction)
-        logs.extend((result.base, result.penalty))
+        result = engine(logits, labels, objective, need_grad, reduction)
+        grad = result.grad if result.grad is not None else logits.new_zeros(())
+        return result.value, result.base, result.penalty, grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        """Keep the gradient (and the reduced penalty, the gradient of ``lam``) for backward."""
+        logits, labels, lam, objective, reduction, _, _ = inputs
+        _, base, penalty, grad = output
+        ctx.mark_non_differentiable(base, penalty, grad)
         # Plain attributes, not saved tensors: they are only read by a second-order backward, and
         # saving them would forbid in-place changes of the logits after the forward pass.
         ctx.logits, ctx.labels, ctx.objective, ctx.reduction = logits, labels, objective, reduction
-        ctx.penalty = result.penalty if lam is not None else None
-        ctx.save_for_backward(result.grad)  # freed after backward, unlike a ctx attribute
-        return result.value
+        ctx.has_lam = lam is not None
+        ctx.save_for_backward(grad, penalty)  # freed after backward, unlike a ctx attribute
 
     @staticmethod
-    def backward(ctx, grad_value):
+    def backward(ctx, grad_value, _base, _penalty, _grad):
         """The saved gradient times the incoming one (and the reduced penalty for ``lam``)."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return (*_reference_backward(ctx, grad_value), None, None, None, None)
-        (grad,) = ctx.saved_tensors
+        grad, penalty = ctx.saved_tensors
         grad_lam = None
-        if ctx.penalty is not None:
-            grad_lam = (ctx.penalty * grad_value).sum().to(ctx.objective.lam.dtype)
-        return _scaled(grad, grad_value, ctx.reduction), None, grad_lam, None, None, None, None
+        if ctx.has_lam:
+            grad_lam = (penalty * grad_value).sum().to(ctx.objective.lam.dtype)
+        grad_logits = _scaled(grad, grad_value, ctx.reduction) if ctx.needs_input_grad[0] else None
+        return grad_logits, None, grad_lam, None, None, None, None
 
 
-def _scaled(grad: torch.Tensor | None, grad_value: torch.Tensor, reduction: str) -> torch.Tensor | None:
+def _scaled(grad: torch.Tensor, grad_value: torch.Tensor, reduction: str) -> torch.Tensor:
     """``grad`` times the incoming gradient of the reduced value."""
-    if grad is None:
-        return None
-    factor = grad_value[:, None] if reduction == "none" else grad_value
+    factor = grad_value[..., None] if reduction == "none" else grad_value
+    if is_traced(grad):  # compiled or transformed: no value to read, no buffer to reuse
+        return grad * factor.to(grad.dtype)
     # .backward() on the value sends exactly 1: then the saved gradient is the answer. Reading
     # that 1 is free on the CPU only; on a GPU it would synchronise, so there it is multiplied.
     if factor.device.type == "cpu" and factor.ndim == 0 and float(factor) == 1.0:
@@ -224,11 +276,10 @@ def _reference_backward(ctx, grad_value: torch.Tensor) -> tuple[torch.Tensor | N
     """Gradients for ``(logits, labels, lam)`` by autograd of the array-API reference, with a
     graph (``create_graph=True``), so that second derivatives are exact instead of zero."""
     objective, logits = ctx.objective, ctx.logits
-    lam = objective.lam if ctx.needs_input_grad[2] else None
+    lam = objective.lam if ctx.has_lam and ctx.needs_input_grad[2] else None
     inputs = [x for x, needed in ((logits, ctx.needs_input_grad[0]), (lam, lam is not None)) if needed]
     with torch.enable_grad():
-        terms = core_sr_terms(logits, ctx.labels, objective, need_grad=False)
-        value = reduce_objective(terms.base, terms.penalty, objective.lam, ctx.reduction, torch)[0]
+        value = reference_terms(logits, ctx.labels, objective, ctx.reduction)[0]
         grads = list(torch.autograd.grad(value, inputs, grad_value, create_graph=True, allow_unused=True))
     grad_logits = grads.pop(0) if ctx.needs_input_grad[0] else None
     return grad_logits, None, grads.pop(0) if lam is not None else None
@@ -241,10 +292,19 @@ def differentiable_terms(
     reduction: str,
     engine: Engine = native_engine,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reduced objective (differentiable), base term and penalty term (for logging)."""
-    logs: list[torch.Tensor] = []
-    value = SparseRegFunction.apply(logits, labels, _lam_input(objective), objective, reduction, engine, logs)
-    return value, logs[0], logs[1]
+    """The reduced objective (differentiable), base term and penalty term (for logging).
+
+    Inside a ``torch.func`` transform this is :func:`reference_terms` (whatever the engine), since
+    the function's saved gradient would give zero, not exact, second derivatives there.
+    """
+    if torch._C._functorch.maybe_current_level() is not None:
+        value, base, penalty = reference_terms(logits, labels, objective, reduction)
+        return value, base.detach(), penalty.detach()
+    need_grad = logits.requires_grad and torch.is_grad_enabled()
+    value, base, penalty, _ = SparseRegFunction.apply(
+        logits, labels, _lam_input(objective), objective, reduction, engine, need_grad
+    )
+    return value, base, penalty
 
 
 def differentiable_loss(

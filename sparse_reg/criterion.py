@@ -321,7 +321,9 @@ def prepare(
     z, labels, layout = _flatten(logits, labels, soft, xp)
     num_rows, num_classes = z.shape
     host = host_view(labels) if host_view is not None else None
-    if host is None and library_of(labels) == "numpy":
+    # isinstance, not library_of: its per-type cache, filled while torch.compile traces, would
+    # become a guard that fails on the next call (one recompilation).
+    if host is None and isinstance(labels, np.ndarray):
         host = labels
     weight = _weight_for(criterion.weight, z, xp)
     dtype = compute_dtype(xp, z.dtype)

@@ -19,6 +19,8 @@ from array_api_compat import (
     is_torch_array,
 )
 
+from sparse_reg.errors import BackendMismatchError
+
 __all__ = [
     "array_namespace",
     "device",
@@ -99,3 +101,14 @@ def _find_library(x: object) -> str:
     if is_jax_array(x):
         return "jax"
     return type(x).__module__.split(".")[0]
+
+
+def follow_logits(name: str, array: Any, logits: Any, xp: Any) -> Any:
+    """``array`` (the argument ``name``) in the library and on the device of ``logits``: NumPy
+    input is moved there; an array of another library raises :class:`BackendMismatchError`."""
+    library, other = library_of(logits), library_of(array)
+    if other == library:
+        return array
+    if other != "numpy":
+        raise BackendMismatchError.mixed("logits", library, name, other)
+    return xp.asarray(array, device=device(logits))

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sparse_reg._compat import array_namespace, device, host_scalar, library_of
+from sparse_reg._compat import array_namespace, device, follow_logits, host_scalar, library_of
 from sparse_reg._numerics import Array, compute_dtype, label_mask
 from sparse_reg._reduction import gradient_scale, reduce, weighted_scale
 from sparse_reg._validation import (
@@ -50,7 +50,6 @@ from sparse_reg._validation import (
     nan_where_labels_invalid,
     real_scalar,
 )
-from sparse_reg.errors import BackendMismatchError
 from sparse_reg.regularizer import Parameter
 
 __all__ = [
@@ -370,13 +369,8 @@ def _weight_for(weight: Any, logits: Array, xp: ModuleType) -> Array | None:
     """``weight`` in the logits' library, device and compute dtype, checked against ``C``."""
     if weight is None:
         return None
-    library = library_of(logits)
-    weight_library = library_of(weight)
-    if weight_library != library:
-        if weight_library != "numpy":
-            raise BackendMismatchError.mixed("logits", library, "weight", weight_library)
-        weight = xp.asarray(weight, device=device(logits))
-    elif device(weight) != device(logits):
+    weight = follow_logits("weight", weight, logits, xp)
+    if device(weight) != device(logits):
         raise ValueError(
             f"weight is on device {device(weight)} but logits on {device(logits)}; move it there"
         )

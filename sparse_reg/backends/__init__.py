@@ -19,6 +19,7 @@ from typing import Any
 from sparse_reg._compat import (
     array_namespace,
     device,
+    follow_logits,
     is_array_api_obj,
     is_lazy_array,
     is_torch_array,
@@ -150,12 +151,7 @@ def resolve_call(
                 )
             logits, library = _from_host(logits, backend), name
     xp = namespace_of(logits)
-    labels_library = library_of(labels)
-    if labels_library != library:
-        if labels_library != "numpy":
-            raise BackendMismatchError.mixed("logits", library, "labels", labels_library)
-        labels = xp.asarray(labels, device=device(logits))
-    return REGISTRY.get(library), xp, logits, labels
+    return REGISTRY.get(library), xp, logits, follow_logits("labels", labels, logits, xp)
 
 
 def to_backend(x: Any, backend: str) -> Any:

@@ -55,6 +55,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -240,29 +241,28 @@ def run(
 
 if numba is not None:
 
-    @intrinsic
-    def _bits_as_float(typingctx, bits):
-        """Reinterpret an int32 (int64) as the float32 (float64) with the same bits."""
-        target = {types.int32: types.float32, types.int64: types.float64}.get(bits)
-        if target is None:
-            return None
+    def _bitcast(targets: dict, doc: str) -> Any:
+        """A Numba intrinsic reinterpreting the bits of a value as the type ``targets`` maps it to."""
 
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(target))
+        def cast(typingctx, value):
+            target = targets.get(value)
+            if target is None:
+                return None
 
-        return target(bits), codegen
+            def codegen(context, builder, signature, args):
+                return builder.bitcast(args[0], context.get_value_type(target))
 
-    @intrinsic
-    def _float_bits(typingctx, value):
-        """Reinterpret a float32 (float64) as the int32 (int64) with the same bits."""
-        target = {types.float32: types.int32, types.float64: types.int64}.get(value)
-        if target is None:
-            return None
+            return target(value), codegen
 
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(target))
+        cast.__doc__ = doc
+        return intrinsic(cast)
 
-        return target(value), codegen
+    _INT_TO_FLOAT = {types.int32: types.float32, types.int64: types.float64}
+    _bits_as_float = _bitcast(_INT_TO_FLOAT, "An int32 (int64) as the float32 (float64) with the same bits.")
+    _float_bits = _bitcast(
+        {f: i for i, f in _INT_TO_FLOAT.items()},
+        "A float32 (float64) as the int32 (int64) with the same bits.",
+    )
 
     def vexp(x):  # pragma: no cover - replaced by the overload inside compiled code
         """:math:`e^x` for :math:`x \\le 0`, vectorizable: see the module docstring."""

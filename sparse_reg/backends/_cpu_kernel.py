@@ -533,30 +533,27 @@ if numba is not None:
             for block in range(0, num_classes, SUM_BLOCK):
                 block_stop = min(block + SUM_BLOCK, num_classes)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
-                if not exact_shift:
+                if not (exact_shift or normalize):  # almost every call: no x.e, x.f sums
                     for k in range(block, block_stop):
-                        x = z[i, k]
-                        t = x * inverse_scale - offset
+                        t = z[i, k] * inverse_scale - offset
                         ek = vexp(t)
                         fk = vexp(p * t)  # s^p T^p: finite where s underflows
                         e[k] = ek
                         w[k] = fk
                         part_e += ek
                         part_f += fk
-                        # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
-                        x = x if normalize else zero
-                        part_ze += x * ek
-                        part_zf += x * fk
                 else:
+                    # before = 0 and pre = 1 unless exact_shift, offset = 0 if it: the same t
                     for k in range(block, block_stop):
                         x = z[i, k] * pre
-                        t = (x - before) * inverse_scale
+                        t = (x - before) * inverse_scale - offset
                         ek = vexp(t)
                         fk = vexp(p * t)
                         e[k] = ek
                         w[k] = fk
                         part_e += ek
                         part_f += fk
+                        # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
                         x = x if normalize else zero
                         part_ze += x * ek
                         part_zf += x * fk
@@ -622,15 +619,17 @@ if numba is not None:
                 # n . d / |x| for d -> d - n (n . d), from the row sums (d already carries 1/|z|)
                 dot = coef_w * zf_sum - coef_e * ze_sum + factor * (zd_sum + label_grad * (z[i, label] * pre))
                 along = dot / norm / norm  # (norm * norm can overflow where squares did not)
-            # The only write of the row.
+            # The only write of the row (with normalisation, then corrected along n in cache).
             if has_dense:
                 for k in range(num_classes):
-                    x = z[i, k] * pre if normalize else zero
-                    grad[i, k] = coef_w * w[k] - coef_e * e[k] + factor * dense[k] - along * x
+                    grad[i, k] = coef_w * w[k] - coef_e * e[k] + factor * dense[k]
             else:
                 for k in range(num_classes):
-                    x = z[i, k] * pre if normalize else zero
-                    grad[i, k] = coef_w * w[k] - coef_e * e[k] - along * x
+                    grad[i, k] = coef_w * w[k] - coef_e * e[k]
+            if normalize:
+                along_pre = along * pre
+                for k in range(num_classes):
+                    grad[i, k] -= along_pre * z[i, k]
             grad[i, label] += factor * label_grad
         return skipped
 

@@ -532,9 +532,13 @@ if numba is not None:
             total, f_sum, ze_sum, zf_sum = 0.0, 0.0, 0.0, 0.0
             for block in range(0, num_classes, SUM_BLOCK):
                 block_stop = min(block + SUM_BLOCK, num_classes)
+                # Unsigned bounds: a signed index gets Numba's negative-index wraparound, which
+                # LLVM cannot prove away for a loop that starts at `block`, and which turns the
+                # vectorised loads and stores of this sweep into gathers and scatters.
+                first, last = np.uint64(block), np.uint64(block_stop)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
                 if not (exact_shift or normalize):  # almost every call: no x.e, x.f sums
-                    for k in range(block, block_stop):
+                    for k in range(first, last):
                         t = z[i, k] * inverse_scale - offset
                         ek = vexp(t)
                         fk = vexp(p * t)  # s^p T^p: finite where s underflows
@@ -544,7 +548,7 @@ if numba is not None:
                         part_f += fk
                 else:
                     # before = 0 and pre = 1 unless exact_shift, offset = 0 if it: the same t
-                    for k in range(block, block_stop):
+                    for k in range(first, last):
                         x = z[i, k] * pre
                         t = (x - before) * inverse_scale - offset
                         ek = vexp(t)

@@ -623,17 +623,17 @@ if numba is not None:
                 # n . d / |x| for d -> d - n (n . d), from the row sums (d already carries 1/|z|)
                 dot = coef_w * zf_sum - coef_e * ze_sum + factor * (zd_sum + label_grad * (z[i, label] * pre))
                 along = dot / norm / norm  # (norm * norm can overflow where squares did not)
-            # The only write of the row (with normalisation, then corrected along n in cache).
-            if has_dense:
-                for k in range(num_classes):
-                    grad[i, k] = coef_w * w[k] - coef_e * e[k] + factor * dense[k]
-            else:
-                for k in range(num_classes):
-                    grad[i, k] = coef_w * w[k] - coef_e * e[k]
+            # The only write of the row; a dense base loss adds its term in a second, in-cache sweep.
             if normalize:
                 along_pre = along * pre
                 for k in range(num_classes):
-                    grad[i, k] -= along_pre * z[i, k]
+                    grad[i, k] = coef_w * w[k] - coef_e * e[k] - along_pre * z[i, k]
+            else:
+                for k in range(num_classes):
+                    grad[i, k] = coef_w * w[k] - coef_e * e[k]
+            if has_dense:
+                for k in range(num_classes):
+                    grad[i, k] += factor * dense[k]
             grad[i, label] += factor * label_grad
         return skipped
 

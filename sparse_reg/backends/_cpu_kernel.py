@@ -367,11 +367,12 @@ if numba is not None:
         total = zero
         if code == MSE:
             two_weight = (one + one) * weight
-            for k in range(num_classes):
+            for k in range(num_classes):  # stores and sums apart (see _rows)
                 s = e[k] * inverse_total
-                diff = s - (one if k == label else zero)
+                dense[k] += two_weight * s * (s - (one if k == label else zero))
+            for k in range(num_classes):
+                diff = e[k] * inverse_total - (one if k == label else zero)
                 total += diff * diff
-                dense[k] += two_weight * s * diff
             return total
         if code == NCE:
             for k in range(num_classes):
@@ -537,30 +538,29 @@ if numba is not None:
                 # vectorised loads and stores of this sweep into gathers and scatters.
                 first, last = np.uint64(block), np.uint64(block_stop)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
-                if not (exact_shift or normalize):  # almost every call: no x.e, x.f sums
+                # Stores and sums in separate loops: a loop that does both gets a runtime check
+                # that its stores do not overlap what it reads, which picks the vectorised or the
+                # scalar loop by where the scratch rows happen to lie on the heap, and the two
+                # add in different orders. A loop that only reads is always the vectorised one.
+                if not (exact_shift or normalize):  # almost every call
                     for k in range(first, last):
                         t = z[i, k] * inverse_scale - offset
-                        ek = vexp(t)
-                        fk = vexp(p * t)  # s^p T^p: finite where s underflows
-                        e[k] = ek
-                        w[k] = fk
-                        part_e += ek
-                        part_f += fk
+                        e[k] = vexp(t)
+                        w[k] = vexp(p * t)  # s^p T^p: finite where s underflows
                 else:
                     # before = 0 and pre = 1 unless exact_shift, offset = 0 if it: the same t
                     for k in range(first, last):
+                        t = (z[i, k] * pre - before) * inverse_scale - offset
+                        e[k] = vexp(t)
+                        w[k] = vexp(p * t)
+                for k in range(first, last):
+                    part_e += e[k]
+                    part_f += w[k]
+                if normalize:  # n . d is needed only with normalisation
+                    for k in range(first, last):
                         x = z[i, k] * pre
-                        t = (x - before) * inverse_scale - offset
-                        ek = vexp(t)
-                        fk = vexp(p * t)
-                        e[k] = ek
-                        w[k] = fk
-                        part_e += ek
-                        part_f += fk
-                        # n . d is needed only with normalisation (and -inf * 0 would be NaN without it)
-                        x = x if normalize else zero
-                        part_ze += x * ek
-                        part_zf += x * fk
+                        part_ze += x * e[k]
+                        part_zf += x * w[k]
                 total += part_e
                 f_sum += part_f
                 ze_sum += part_ze
@@ -575,13 +575,12 @@ if numba is not None:
                 # clip(s, c, 1)^p is W where s >= c and c^p below, where the gradient vanishes.
                 threshold = clamp * total
                 f_sum, zf_sum, active_count = zero, zero, zero
+                for k in range(num_classes):  # stores and sums apart, as in the sweep above
+                    w[k] = w[k] if e[k] >= threshold else zero
                 for k in range(num_classes):
-                    active = e[k] >= threshold
-                    fk = w[k] if active else zero
-                    w[k] = fk
-                    f_sum += fk
-                    zf_sum += (z[i, k] * pre if normalize else zero) * fk
-                    active_count += one if active else zero
+                    f_sum += w[k]
+                    zf_sum += (z[i, k] * pre if normalize else zero) * w[k]
+                    active_count += one if e[k] >= threshold else zero
                 active_sum = shrink * f_sum
                 penalty_sum = active_sum + clamp_pow * (classes - active_count)
             penalty[i] = penalty_sum

@@ -40,6 +40,13 @@ with :math:`n = \operatorname{round}(x/\ln 2)` and a polynomial in :math:`|r| \l
 Cephes coefficients in float32, the Taylor series in float64; within 1 ulp of the correctly rounded
 value, as the tests check), a branch-free loop body that LLVM vectorizes.
 
+Results are reproducible bit for bit, from call to call and from process to process. The row
+sums are taken with ``reassoc``, so a vectorised and a scalar loop add in different orders; a
+loop that both stores into a scratch row and sums gets a runtime overlap check that chooses
+between the two by the rows' addresses on the heap, so every sum has a loop of its own that only
+reads. Indices are unsigned where a loop starts past 0: a signed one gets Numba's negative-index
+wraparound, which turns vector loads and stores into gathers and scatters.
+
 Numba starts its thread pool on the first parallel call. Its OpenMP layer then sets the OpenMP
 thread count of the calling thread to Numba's (``omp_set_num_threads``), and that runtime is the
 one PyTorch's CPU operators share when both link ``libgomp.so.1``: a ``torch.set_num_threads``
@@ -533,15 +540,10 @@ if numba is not None:
             total, f_sum, ze_sum, zf_sum = 0.0, 0.0, 0.0, 0.0
             for block in range(0, num_classes, SUM_BLOCK):
                 block_stop = min(block + SUM_BLOCK, num_classes)
-                # Unsigned bounds: a signed index gets Numba's negative-index wraparound, which
-                # LLVM cannot prove away for a loop that starts at `block`, and which turns the
-                # vectorised loads and stores of this sweep into gathers and scatters.
+                # Unsigned bounds: LLVM cannot prove a signed index from `block` non-negative.
                 first, last = np.uint64(block), np.uint64(block_stop)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
-                # Stores and sums in separate loops: a loop that does both gets a runtime check
-                # that its stores do not overlap what it reads, which picks the vectorised or the
-                # scalar loop by where the scratch rows happen to lie on the heap, and the two
-                # add in different orders. A loop that only reads is always the vectorised one.
+                # Stores and sums in separate loops (see the module text: reproducibility).
                 if not (exact_shift or normalize):  # almost every call
                     for k in range(first, last):
                         t = z[i, k] * inverse_scale - offset

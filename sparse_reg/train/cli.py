@@ -21,7 +21,7 @@ __all__ = ["build_parser", "overrides_from"]
 _PROG = "python -m sparse_reg.train"
 
 #: The measured time of the default run, quoted by --help, the README and the docs.
-STARTUP_FIGURE = "about 14 s of wall time on a 2-core CPU, 5 s of it training"
+STARTUP_FIGURE = "about 8.5 s of wall time on a 2-core CPU, 3 s of it training"
 
 _EPILOG = textwrap.dedent(
     """\

@@ -162,6 +162,8 @@ def loss(
 
 
 _LOSS_SIGNATURE = inspect.signature(loss)
+#: The names :func:`loss` takes for itself, which no base-loss parameter may have.
+LOSS_ARGUMENTS = frozenset(_LOSS_SIGNATURE.parameters) - {"base_params"}
 
 
 def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Array]:

@@ -243,6 +243,8 @@ def register_loss(
         :class:`~sparse_reg.errors.NoClosedFormGradientError`.
     defaults
         The loss's parameters and their defaults; only these names are accepted as ``**params``.
+        None may be named like an argument of :func:`sparse_reg.loss` or ``schedule`` (``weight``,
+        ``tau``, ...): such a value would go to the front door, never to the loss, so it raises.
     formula, grad_formula
         LaTeX of the value and of :math:`\partial L/\partial \log s`, for the documentation.
     label_only
@@ -285,10 +287,26 @@ def register_loss(
             raise TypeError(f"{switch} must be True or False; got {given!r}")
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
+    taken = sorted(set(defaults or {}) & _front_door_arguments())
+    if taken:
+        raise ValueError(
+            f"defaults of base loss {name!r} name {', '.join(map(repr, taken))}, which "
+            "sparse_reg.loss and SparseRegLoss take as their own arguments, so the loss could never "
+            "be given them; rename the parameter(s)"
+        )
     return _add(BaseLoss(
         name, value, grad, FrozenMapping(defaults), formula, grad_formula, label_only,
         soft_mask=soft_mask,
     ))
+
+
+def _front_door_arguments() -> frozenset[str]:
+    """The arguments of :func:`sparse_reg.loss` (and ``schedule``, which
+    :class:`~sparse_reg.nn.SparseRegLoss` takes for ``lam``): a base-loss parameter of such a name
+    would never reach the loss."""
+    from sparse_reg._api import LOSS_ARGUMENTS  # at call time: _api imports this module
+
+    return LOSS_ARGUMENTS | {"schedule"}
 
 
 def _add(loss: BaseLoss) -> BaseLoss:

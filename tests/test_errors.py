@@ -150,6 +150,15 @@ def test_registering_a_taken_name_needs_overwrite():
         sr.register_loss("ce", lambda log_s, mask, *, xp: log_s[:, 0])
 
 
+@pytest.mark.parametrize("parameter", ["weight", "label_smoothing", "tau", "schedule", "reduction"])
+def test_a_loss_parameter_named_like_an_argument_of_the_front_door_is_refused(parameter):
+    with pytest.raises(ValueError, match=rf"defaults of base loss 'test_taken' name '{parameter}', "
+                       r"which sparse_reg.loss and SparseRegLoss take as their own arguments"):
+        sr.register_loss("test_taken", lambda log_s, mask, *, xp, **_: log_s[:, 0],
+                         defaults={parameter: 1.0, "q": 0.5})
+    assert "test_taken" not in sr.available_losses()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -117,6 +119,22 @@ def test_fullgraph_compile_matches_eager_forward_and_backward(fused, entry, redu
     assert captured >= 1 and len(backend.codes) == captured  # no recompilation on a second call
     # The fused path is the one autograd.Function in the graph; the reference has none.
     assert all(("autograd_function_apply" in code) is fused for code in backend.codes)
+
+
+def test_fullgraph_compile_of_a_first_call_in_a_fresh_process():
+    """sparse_reg imported before torch, and its first call with a tensor inside the compiled
+    function: the torch hooks are imported while torch.compile traces."""
+    script = (
+        "import sparse_reg as sr, sys, torch\n"
+        "assert 'sparse_reg.backends.torch' not in sys.modules\n"
+        "z = torch.randn(8, 5, requires_grad=True); y = torch.randint(0, 5, (8,))\n"
+        "f = torch.compile(lambda z, y: sr.loss(z, y), backend='aot_eager', fullgraph=True)\n"
+        "value = f(z, y); value.backward()\n"
+        "assert torch.allclose(value.detach(), sr.loss(z.detach(), y)), value\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 @FUSED

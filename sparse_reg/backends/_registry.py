@@ -122,8 +122,12 @@ class Backend:
         """The imported hooks module (importing it imports the library)."""
         if not self.hooks:
             return None
-        # torch.compile traces a lookup in sys.modules but not importlib.import_module.
-        return sys.modules.get(self.hooks) or importlib.import_module(self.hooks)
+        module = sys.modules.get(self.hooks)
+        if module is None and self.name == "torch":
+            # torch.compile runs an import statement while it traces (the first call that meets a
+            # tensor can be inside a compiled function), but cannot trace importlib.import_module.
+            from sparse_reg.backends import torch as module
+        return module or importlib.import_module(self.hooks)
 
     @_cached
     def fast_path(self) -> ModuleType | None:

@@ -19,7 +19,7 @@ from sparse_reg.criterion import (
     prepare,
 )
 from sparse_reg.errors import NoClosedFormGradientError
-from sparse_reg.losses import get_loss
+from sparse_reg.losses import get_loss, reserve_argument_names
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
@@ -162,8 +162,9 @@ def loss(
 
 
 _LOSS_SIGNATURE = inspect.signature(loss)
-#: The names :func:`loss` takes for itself, which no base-loss parameter may have.
-LOSS_ARGUMENTS = frozenset(_LOSS_SIGNATURE.parameters) - {"base_params"}
+# The names loss() takes for itself, and SparseRegLoss's schedule (its lam): no base-loss
+# parameter may have one of them.
+reserve_argument_names((set(_LOSS_SIGNATURE.parameters) - {"base_params"}) | {"schedule"})
 
 
 def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Array]:

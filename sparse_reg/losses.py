@@ -14,7 +14,7 @@ even when :math:`a` underflows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
@@ -287,7 +287,7 @@ def register_loss(
             raise TypeError(f"{switch} must be True or False; got {given!r}")
     if (name in _REGISTRY or name in _ALIASES) and not overwrite:
         raise ValueError(f"base loss {name!r} is already registered; pass overwrite=True")
-    taken = sorted(set(defaults or {}) & _front_door_arguments())
+    taken = sorted(set(defaults or {}) & _FRONT_DOOR_ARGUMENTS)
     if taken:
         raise ValueError(
             f"defaults of base loss {name!r} name {', '.join(map(repr, taken))}, which "
@@ -300,13 +300,15 @@ def register_loss(
     ))
 
 
-def _front_door_arguments() -> frozenset[str]:
-    """The arguments of :func:`sparse_reg.loss` (and ``schedule``, which
-    :class:`~sparse_reg.nn.SparseRegLoss` takes for ``lam``): a base-loss parameter of such a name
-    would never reach the loss."""
-    from sparse_reg._api import LOSS_ARGUMENTS  # at call time: _api imports this module
+#: Argument names of the front doors (:func:`sparse_reg.loss`, :class:`sparse_reg.nn.SparseRegLoss`),
+#: which they take for themselves, so a base-loss parameter of such a name would never reach the
+#: loss. The front doors add them (:func:`reserve_argument_names`): they are defined above this module.
+_FRONT_DOOR_ARGUMENTS: set[str] = set()
 
-    return LOSS_ARGUMENTS | {"schedule"}
+
+def reserve_argument_names(names: Iterable[str]) -> None:
+    """Refuse ``names`` as base-loss parameters from now on (called by the front doors)."""
+    _FRONT_DOOR_ARGUMENTS.update(names)
 
 
 def _add(loss: BaseLoss) -> BaseLoss:

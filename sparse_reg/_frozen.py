@@ -45,6 +45,12 @@ class FrozenMapping(Mapping[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """``self[key]``, or ``default`` when the key is absent."""
+        # Mapping.get goes through __getitem__ and a try block, two Python frames per lookup;
+        # the objective's loss parameters are read this way on every call.
+        return self._data.get(key, default)
+
     def __repr__(self) -> str:
         return f"FrozenMapping({self._data!r})"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import numpy as np
+
 from sparse_reg._numerics import Array
 
 __all__ = [
@@ -48,12 +50,19 @@ def reduce(per_sample: Array, reduction: str, xp: ModuleType, total: Array | Non
     0-D array, the samples' total weight) when given, else by :math:`N`."""
     if reduction == "none":
         return per_sample
-    summed = xp.sum(per_sample)
+    summed = _sum(per_sample, xp)
     if reduction == "sum":
         return summed
     if total is None:
         return summed / max(per_sample.shape[0], 1)
     return summed * weighted_scale(reduction, total, xp)
+
+
+def _sum(x: Array, xp: ModuleType) -> Array:
+    """``xp.sum(x)``. With NumPy itself as ``xp`` (the torch CPU path reduces there), the ufunc is
+    called directly: the same pairwise sum, without ``np.sum``'s dispatch, which costs more than
+    the sum of a small batch."""
+    return np.add.reduce(x, axis=None) if xp is np else xp.sum(x)
 
 
 def reduce_objective(

@@ -29,7 +29,7 @@ import importlib
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -319,11 +319,28 @@ def differentiable_terms(
         value, base, penalty = reference_terms(logits, labels, objective, reduction)
         return value, base.detach(), penalty.detach()
     need_grad = logits.requires_grad and torch.is_grad_enabled()
-    function = SparseRegFunction if torch.compiler.is_compiling() else _EagerSparseRegFunction
-    value, base, penalty, _ = function.apply(
+    apply = SparseRegFunction.apply if torch.compiler.is_compiling() else _apply_eager
+    value, base, penalty, _ = apply(
         logits, labels, _lam_input(objective), objective, reduction, engine, need_grad
     )
     return value, base, penalty
+
+
+#: The C++ ``apply`` beneath :meth:`torch.autograd.Function.apply`, bound to the eager Function.
+_EAGER_APPLY = super(torch.autograd.Function, _EagerSparseRegFunction).apply
+
+
+def _apply_eager(logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor | None, *rest: Any) -> Any:
+    """``_EagerSparseRegFunction.apply`` outside ``torch.func`` transforms, without its Python layer.
+
+    That layer only unwraps tensors left over from a finished transform (``unwrap_if_dead``)
+    before the C++ ``apply``; doing it here for the three possible tensors, instead of a
+    generator over all seven arguments, is a few microseconds of a small call.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return _EagerSparseRegFunction.apply(logits, labels, lam, *rest)
+    unwrap = torch._C._functorch.unwrap_if_dead
+    return _EAGER_APPLY(unwrap(logits), unwrap(labels), None if lam is None else unwrap(lam), *rest)
 
 
 def differentiable_loss(

@@ -12,7 +12,6 @@ from sparse_reg._reduction import check_reduction
 from sparse_reg.backends import library_of, resolve_call
 from sparse_reg.criterion import (
     CRITERION_DEFAULTS,
-    CRITERION_PARAMETERS,
     DEFAULT_CRITERION,
     Batch,
     Criterion,
@@ -204,48 +203,60 @@ def loss_and_grad(logits: Any, labels: Any, **arguments: Any) -> tuple[Array, Ar
 loss_and_grad.__signature__ = _LOSS_SIGNATURE.replace(return_annotation="tuple[Array, Array]")
 
 
-#: Validated objectives by their arguments, for arguments of plain Python types only (a 0-D array
-#: ``lam`` is read at call time and is never a key). The key holds each value's type, so ``True``
-#: and ``1`` stay apart, and the registered loss object's id, so re-registering a name is seen (the
-#: cached objective holds that object, so its id cannot be reused while the entry exists).
+#: Validated objectives by their arguments other than ``lam``, for arguments of plain Python types
+#: only (a 0-D array ``lam`` is read at call time and is never cached). The key holds each value's
+#: type, so ``True`` and ``1`` stay apart, and the registered loss object's id, so re-registering a
+#: name is seen (the cached objective holds that object, so its id cannot be reused while the entry
+#: exists). ``lam`` is left out of the key because a schedule changes it on every call: the entry
+#: then holds the last ``lam``, and a new one is validated alone (:meth:`Objective.with_lam`).
 _OBJECTIVES: dict[tuple[Any, ...], Objective] = {}
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _MAX_CACHED = 256
 
 
-def _objective(arguments: dict[str, Any], base_params: dict[str, Any], traced: bool) -> Objective:
-    values = (*arguments.values(), *base_params.values())
+def _objective(
+    arguments: dict[str, Any], base_params: dict[str, Any], lam: Any, traced: bool
+) -> Objective:
+    """The validated objective of ``arguments`` (its fields but ``lam``), ``base_params`` and
+    ``lam``, from :data:`_OBJECTIVES` when every argument is of a plain type."""
+    types = (type(lam), *map(type, arguments.values()), *map(type, base_params.values()))
     # Traced calls skip the cache: under torch.compile a lookup would become a guard on the
     # cache's contents (a recompilation once the entry exists), and a tracer must never be kept.
-    if traced or not _PLAIN_TYPES.issuperset(map(type, values)):
-        return Objective.create(**base_params, **arguments)
-    key = (id(get_loss(arguments["base"])), *arguments.items(), *base_params.items(), *map(type, values))
+    if traced or not _PLAIN_TYPES.issuperset(types):
+        return Objective.create(**base_params, **arguments, lam=lam)
+    key = (id(get_loss(arguments["base"])), *arguments.values(), *base_params.items(), *types)
     objective = _OBJECTIVES.get(key)
     if objective is None:
-        objective = Objective.create(**base_params, **arguments)
-        if len(_OBJECTIVES) < _MAX_CACHED:
-            _OBJECTIVES[key] = objective
+        objective = Objective.create(**base_params, **arguments, lam=lam)
+    elif objective.lam != lam:  # equal numbers, equal objectives: check_lam keeps float(lam)
+        objective = objective.with_lam(lam)
+    else:
+        return objective
+    if key in _OBJECTIVES or len(_OBJECTIVES) < _MAX_CACHED:
+        _OBJECTIVES[key] = objective
     return objective
 
 
 def _criterion(arguments: dict[str, Any]) -> Criterion:
     """Pop the :data:`~sparse_reg.criterion.CRITERION_PARAMETERS` off ``arguments``, validated."""
-    given = {p.name: arguments.pop(p.name) for p in CRITERION_PARAMETERS}
-    weight, ignore_index, smoothing = given["weight"], given["ignore_index"], given["label_smoothing"]
+    weight = arguments.pop("weight")
+    ignore_index = arguments.pop("ignore_index")
+    smoothing = arguments.pop("label_smoothing")
     if weight is None and type(ignore_index) is int and ignore_index == DEFAULT_CRITERION.ignore_index \
             and type(smoothing) is float and smoothing == 0.0:  # the common call, checked already
         return DEFAULT_CRITERION
-    return Criterion.create(**given)
+    return Criterion.create(weight=weight, ignore_index=ignore_index, label_smoothing=smoothing)
 
 
 def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     """Validate, resolve the backend and compute: the one path behind :func:`loss` and
-    :func:`loss_and_grad`."""
-    arguments = dict(arguments)
+    :func:`loss_and_grad`. ``arguments`` is the caller's own copy of the bound arguments, which is
+    emptied here."""
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
     backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
     criterion = _criterion(arguments)
-    objective = _objective(arguments, arguments.pop("base_params"), is_traced(logits))
+    base_params, lam = arguments.pop("base_params"), arguments.pop("lam")
+    objective = _objective(arguments, base_params, lam, is_traced(logits))
     check_reduction(reduction)
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None

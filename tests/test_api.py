@@ -86,6 +86,20 @@ def test_lam_as_a_zero_d_array(backend, numpy_of):
     np.testing.assert_allclose(numpy_of(sr.loss(z, y, lam=lam)), numpy_of(sr.loss(z, y, lam=2.5)), rtol=1e-12)
 
 
+def test_a_lam_that_changes_between_calls_is_the_one_used(backend, numpy_of):
+    # Objectives are cached without lam, so a schedule's new lam on every call must be read.
+    z, y = backend.asarray(Z), backend.asarray(Y)
+    for lam in (0.5, 2.0, 0.5, 3, 0.0, 2.0):
+        value, grad = sr.loss_and_grad(z, y, lam=lam, tau=0.7)
+        reference = objective(Z, Y, lam=float(lam), tau=0.7).mean()
+        np.testing.assert_allclose(numpy_of(value), reference, rtol=1e-12)
+        np.testing.assert_allclose(numpy_of(sr.loss(z, y, lam=lam, tau=0.7)), reference, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"lam must be a finite number >= 0; got -1\.0"):
+        sr.loss(z, y, lam=-1.0, tau=0.7)
+    with pytest.raises(TypeError, match="lam must be a real number >= 0 or a 0-D array; got True"):
+        sr.loss(z, y, lam=True, tau=0.7)
+
+
 def test_lam_zero_and_p_one_reduce_to_the_base_loss():
     base_only = sr.loss(Z, Y, lam=0.0, tau=1.0)
     constant_penalty = sr.loss(Z, Y, lam=3.0, p=1.0, tau=1.0)

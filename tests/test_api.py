@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from _reference import objective
+from _reference import objective, objective_grad
 
 import sparse_reg as sr
 from sparse_reg.backends import library_of, to_backend
@@ -93,6 +93,8 @@ def test_a_lam_that_changes_between_calls_is_the_one_used(backend, numpy_of):
         value, grad = sr.loss_and_grad(z, y, lam=lam, tau=0.7)
         reference = objective(Z, Y, lam=float(lam), tau=0.7).mean()
         np.testing.assert_allclose(numpy_of(value), reference, rtol=1e-12)
+        np.testing.assert_allclose(numpy_of(grad), objective_grad(Z, Y, lam=float(lam), tau=0.7) / 4,
+                                   atol=1e-7)
         np.testing.assert_allclose(numpy_of(sr.loss(z, y, lam=lam, tau=0.7)), reference, rtol=1e-12)
     with pytest.raises(ValueError, match=r"lam must be a finite number >= 0; got -1\.0"):
         sr.loss(z, y, lam=-1.0, tau=0.7)

@@ -158,10 +158,17 @@ def _labels_out_of_range(
     if host is None and isinstance(labels, np.ndarray):
         host = labels
     if host is not None:
-        return bool(np.maximum.reduce(host.view(host.dtype.str.replace("i", "u"))) >= num_classes)
+        return bool(np.maximum.reduce(host.view(_unsigned(host.dtype))) >= num_classes)
     if is_traced(labels):
         return None
     try:
         return bool(xp.any((labels < 0) | (labels >= num_classes)))
     except TypeError:  # JAX's ConcretizationTypeError: a tracer has no value to check
         return None
+
+
+@cache
+def _unsigned(dtype: np.dtype) -> np.dtype:
+    """The unsigned integer dtype of ``dtype``'s width (``dtype`` itself when unsigned), made once:
+    building it from its string on every call cost as much as the reduction."""
+    return np.dtype(dtype.str.replace("i", "u"))

@@ -324,10 +324,10 @@ def prepare(
     # become a guard that fails on the next call (one recompilation).
     if host is None and isinstance(labels, np.ndarray):
         host = labels
-    weight = _weight_for(criterion.weight, z, xp)
-    dtype = compute_dtype(xp, z.dtype)
+    weight = None if criterion.weight is None else _weight_for(criterion.weight, z, xp)
     smoothing = criterion.label_smoothing
     if soft:
+        dtype = compute_dtype(xp, z.dtype)
         check_probabilities(labels, xp, host)
         masses = xp.astype(labels, dtype)
         if smoothing:
@@ -336,6 +336,9 @@ def prepare(
             masses = masses * weight
         return Batch(z, masses, True, None, None, None, True, None, layout)
     checked, ignored = check_label_values(labels, num_classes, xp, host, criterion.ignore_index)
+    if not ignored and weight is None and not smoothing:  # the common call: every sample counts once
+        return Batch(z, labels, False, None, None, None, checked, labels, layout)
+    dtype = compute_dtype(xp, z.dtype)
     valid = None
     if ignored:
         valid = labels != criterion.ignore_index

@@ -272,9 +272,20 @@ class _EagerSparseRegFunction(torch.autograd.Function):
     def forward(ctx, *inputs):
         output = SparseRegFunction.forward(*inputs)
         SparseRegFunction.setup_context(ctx, inputs, output)
+        # Only the value is differentiable: backward reads nothing of the other three outputs'
+        # incoming gradients, which autograd would otherwise fill with zeros (a (N, C) one
+        # among them) on every backward pass.
+        ctx.set_materialize_grads(False)
         return output
 
-    backward = staticmethod(SparseRegFunction.backward)
+    @staticmethod
+    def backward(ctx, grad_value, *unused):
+        """:meth:`SparseRegFunction.backward`, with the zero an undefined incoming gradient of
+        the value stands for (grads are not materialised)."""
+        if grad_value is None:
+            grad, _ = ctx.saved_tensors
+            grad_value = grad.new_zeros(grad.shape[:1] if ctx.reduction == "none" else ())
+        return SparseRegFunction.backward(ctx, grad_value, *unused)
 
 
 def _scaled(grad: torch.Tensor, grad_value: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -45,8 +45,10 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
     axis 1, as :func:`torch.nn.functional.cross_entropy` takes them; class indices have the
     logits' shape without the class axis.
     """
-    shape = tuple(logits.shape)
-    if logits.ndim == 0:
+    # Each attribute of a tensor is read once: every read builds a Python object.
+    shape, label_shape, label_dtype = tuple(logits.shape), tuple(labels.shape), labels.dtype
+    ndim = len(shape)
+    if ndim == 0:
         raise ValueError(
             "logits must have shape (C,), (N, C) or (N, C, d1, ..., dk); got a 0-D array"
         )
@@ -55,24 +57,23 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
             "logits must be floating point (float16, bfloat16, float32 or float64); "
             f"got {_dtype_name(logits.dtype)}"
         )
-    num_classes = shape[0] if logits.ndim == 1 else shape[1]
+    num_classes = shape[0] if ndim == 1 else shape[1]
     if num_classes < 2:
         raise ValueError(f"logits must have at least 2 classes (C >= 2); got C={num_classes}")
-    floating = _is_kind(xp, labels.dtype, "real floating")
-    if floating and tuple(labels.shape) == shape:
+    if label_shape == shape and _is_kind(xp, label_dtype, "real floating"):
         return True
-    if not _is_kind(xp, labels.dtype, "integral"):
+    if not _is_kind(xp, label_dtype, "integral"):
         raise TypeError(
             "labels must be an integer array of class indices in [0, C), or floating-point class "
-            f"probabilities of the logits' shape {shape}; got dtype {_dtype_name(labels.dtype)} "
-            f"and shape {tuple(labels.shape)}"
+            f"probabilities of the logits' shape {shape}; got dtype {_dtype_name(label_dtype)} "
+            f"and shape {label_shape}"
         )
-    expected = shape[:1] + shape[2:] if logits.ndim > 1 else ()
-    if tuple(labels.shape) != expected:
-        words = _LABEL_SHAPES.get(logits.ndim, "(N, d1, ..., dk)")
+    expected = shape[:1] + shape[2:] if ndim > 1 else ()
+    if label_shape != expected:
+        words = _LABEL_SHAPES.get(ndim, "(N, d1, ..., dk)")
         raise ValueError(
             f"labels must have shape {words} = {expected} to match logits of shape {shape}; "
-            f"got {tuple(labels.shape)}"
+            f"got {label_shape}"
         )
     return False
 

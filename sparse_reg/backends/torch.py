@@ -244,17 +244,18 @@ class SparseRegFunction(torch.autograd.Function):
         # saving them would forbid in-place changes of the logits after the forward pass.
         ctx.logits, ctx.labels, ctx.objective, ctx.reduction = logits, labels, objective, reduction
         ctx.has_lam = lam is not None
-        ctx.save_for_backward(grad, penalty)  # freed after backward, unlike a ctx attribute
+        # Saved tensors are freed after backward, unlike ctx attributes; the penalty only for lam.
+        ctx.save_for_backward(*((grad, penalty) if ctx.has_lam else (grad,)))
 
     @staticmethod
     def backward(ctx, grad_value, _base, _penalty, _grad):
         """The saved gradient times the incoming one (and the reduced penalty for ``lam``)."""
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return (*_reference_backward(ctx, grad_value), None, None, None, None)
-        grad, penalty = ctx.saved_tensors
-        grad_lam = None
+        saved = ctx.saved_tensors
+        grad, grad_lam = saved[0], None
         if ctx.has_lam:
-            grad_lam = (penalty * grad_value).sum().to(ctx.objective.lam.dtype)
+            grad_lam = (saved[1] * grad_value).sum().to(ctx.objective.lam.dtype)
         grad_logits = _scaled(grad, grad_value, ctx.reduction) if ctx.needs_input_grad[0] else None
         return grad_logits, None, grad_lam, None, None, None, None
 
@@ -283,7 +284,7 @@ class _EagerSparseRegFunction(torch.autograd.Function):
         """:meth:`SparseRegFunction.backward`, with the zero an undefined incoming gradient of
         the value stands for (grads are not materialised)."""
         if grad_value is None:
-            grad, _ = ctx.saved_tensors
+            grad = ctx.saved_tensors[0]
             grad_value = grad.new_zeros(grad.shape[:1] if ctx.reduction == "none" else ())
         return SparseRegFunction.backward(ctx, grad_value, *unused)
 

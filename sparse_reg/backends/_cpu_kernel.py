@@ -62,6 +62,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -110,9 +111,9 @@ _THREADS_STARTED = False
 _OPENMP_LIBRARIES = ("libgomp.so.1", "libiomp5.so", "libomp.so", "libomp.so.5", "libomp.dylib",
                      "libiomp5.dylib")
 
-# Layout of the per-call configuration vector handed to the kernel (in the compute dtype).
+# Layout of the per-call configuration tuple handed to the kernel (rounded to the compute dtype there).
 _TAU, _P, _CLAMP, _LAM, _ALPHA, _BETA, _GAMMA, _Q, _SCALE = range(9)
-# Layout of the integer flags vector.
+# Layout of the integer flags tuple.
 _CODE1, _CODE2, _USE_CLAMP, _NORMALIZE, _DETACH, _NEED_GRAD = range(6)
 
 
@@ -135,7 +136,12 @@ def disabled() -> Iterator[None]:
 def kernel_codes(loss: BaseLoss) -> tuple[int, int] | None:
     """The kernel's codes of ``loss``'s terms (:attr:`~sparse_reg.BaseLoss.kernel`, the second
     ``NONE`` for a single term), or ``None`` for a loss without kernel terms (a user registration)."""
-    terms = loss.kernel
+    return _codes(tuple(loss.kernel))
+
+
+@cache
+def _codes(terms: tuple[str, ...]) -> tuple[int, int] | None:
+    """:func:`kernel_codes` of a loss with these terms, worked out once (it is asked on every call)."""
     if not 1 <= len(terms) <= 2 or any(term not in _TERM_CODE for term in terms):
         return None
     return _TERM_CODE[terms[0]], _TERM_CODE[terms[1] if len(terms) == 2 else "NONE"]
@@ -222,23 +228,24 @@ def run(
     direct = grad is not None and grad.dtype == dtype and grad.flags.c_contiguous
     out = grad if direct else np.empty((num_rows, num_classes) if grad is not None else (0, 0), dtype)
     params = objective.params
-    config = np.array(
-        [objective.tau, objective.p, objective.clamp or 0.0, float(objective.lam),
-         params.get("alpha", 1.0), params.get("beta", 1.0), params.get("gamma", 0.0),
-         params.get("q", 1.0), grad_scale],
-        dtype=dtype,
+    # Tuples of Python numbers rather than arrays: building two small arrays cost more than the
+    # kernel's whole run on a small batch. Every entry is converted, so the tuples' types (and with
+    # them the compiled kernel) are the same on every call; the kernel rounds them to the dtype.
+    config = (
+        float(objective.tau), float(objective.p), float(objective.clamp or 0.0), float(objective.lam),
+        float(params.get("alpha", 1.0)), float(params.get("beta", 1.0)), float(params.get("gamma", 0.0)),
+        float(params.get("q", 1.0)), float(grad_scale),
     )
-    flags = np.array(
-        [codes[0], codes[1], objective.clamp is not None, objective.normalize,
-         bool(params.get("detach_weight", False)), grad is not None],
-        dtype=np.int64,
-    )
-    # One chunk runs on the calling thread's share of the pool: small batches cost a few
-    # microseconds more than a serial loop would, and one compiled kernel per dtype serves all.
-    chunks = 1
-    if z.size >= PARALLEL_MIN_ELEMENTS:
+    flags = (codes[0], codes[1], int(objective.clamp is not None), int(objective.normalize),
+             int(bool(params.get("detach_weight", False))), int(grad is not None))
+    # A batch too small to split runs outside the thread pool: entering a parallel region costs a
+    # few microseconds, and wakes threads that would then spin for nothing.
+    if z.size < PARALLEL_MIN_ELEMENTS:
+        skipped = _kernel_serial(z, y, config, flags, base, penalty, out)
+    else:
         chunks = max(1, min(num_rows, numba.get_num_threads() * _CHUNKS_PER_THREAD))
-    if _kernel(z, y, config, flags, base, penalty, out, chunks):  # rows skipped for a bad label
+        skipped = _kernel(z, y, config, flags, base, penalty, out, chunks)
+    if skipped:  # rows skipped for a bad label
         bad = y[(y < 0) | (y >= num_classes)][0]
         raise ValueError(f"labels must lie in [0, {num_classes}) for {num_classes} classes; got {bad}")
     if grad is not None and not direct:
@@ -469,11 +476,12 @@ if numba is not None:
         finite; the backward's :math:`1/\\lVert z\\rVert` is then :math:`2^{-b}/\\lVert x\\rVert`.
         """
         num_classes = z.shape[1]
-        real = config.dtype.type
+        real = base.dtype.type  # the compute dtype, which the configuration is rounded to
         one, zero = real(1.0), real(0.0)
         norm_eps, rce, classes = real(NORM_EPS), real(RCE_SCALE), real(num_classes)
-        tau, p, clamp, lam = config[_TAU], config[_P], config[_CLAMP], config[_LAM]
-        alpha, beta, gamma, q = config[_ALPHA], config[_BETA], config[_GAMMA], config[_Q]
+        tau, p, clamp = real(config[_TAU]), real(config[_P]), real(config[_CLAMP])
+        lam, alpha, beta = real(config[_LAM]), real(config[_ALPHA]), real(config[_BETA])
+        gamma, q, scale = real(config[_GAMMA]), real(config[_Q]), real(config[_SCALE])
         code1, code2, detach = flags[_CODE1], flags[_CODE2], flags[_DETACH]
         use_clamp, normalize, need_grad = flags[_USE_CLAMP], flags[_NORMALIZE], flags[_NEED_GRAD]
         clamp_pow = clamp**p
@@ -613,7 +621,7 @@ if numba is not None:
                 for k in range(num_classes):
                     grad_sum += dense[k]
                     zd_sum += (z[i, k] * pre if normalize else zero) * dense[k]
-            factor = config[_SCALE] / tau
+            factor = scale / tau
             if normalize:
                 factor = factor * pre / norm  # the normalisation backward's 1/|z|, folded in
             # d = (lam p A W + G - s (lam p Q + sum G)) factor = coef_w A f - coef_e e + factor G
@@ -644,6 +652,13 @@ if numba is not None:
         return (np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype),
                 np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype))
 
+    @numba.njit(**_JIT)
+    def _kernel_serial(z, labels, config, flags, base, penalty, grad):
+        """Every row on the calling thread (a batch too small to split); returns the number of rows
+        skipped for a label outside ``[0, C)``."""
+        ell, w, e, dense = _scratch(z.shape[1], base)
+        return _rows(0, z.shape[0], z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
+
     @numba.njit(parallel=True, **_JIT)
     def _kernel(z, labels, config, flags, base, penalty, grad, chunks):
         """Every row, in ``chunks`` contiguous ranges spread over Numba's threads; returns the number
@@ -651,7 +666,7 @@ if numba is not None:
         num_rows = z.shape[0]
         skipped = 0
         for chunk in numba.prange(chunks):
-            ell, w, e, dense = _scratch(z.shape[1], config)
+            ell, w, e, dense = _scratch(z.shape[1], base)
             start, stop = chunk * num_rows // chunks, (chunk + 1) * num_rows // chunks
             skipped += _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
         return skipped

@@ -336,3 +336,24 @@ def test_lam_is_refused_with_a_pointer_to_schedule():
     with pytest.raises(TypeError, match=r"lam=4\.0.*schedule="):
         SparseRegLoss(lam=4.0)
     assert float(SparseRegLoss(schedule=4.0).lam) == 4.0
+
+
+@pytest.mark.parametrize("lam_grad", [False, True], ids=["float-lam", "tensor-lam"])
+def test_the_public_function_apply_gives_the_same_step(monkeypatch, lam_grad):
+    # The eager path calls the C++ apply beneath Function.apply (private to torch); a torch
+    # without it falls back on the public apply, which must give the same value and gradients.
+    from sparse_reg.backends import torch as torch_backend
+
+    def step():
+        logits, labels = _batch(16, 7)
+        logits.requires_grad_(True)
+        lam = torch.tensor(1.5, dtype=torch.float64, requires_grad=True) if lam_grad else 1.5
+        value = sr.loss(logits, labels, lam=lam, normalize=True, clamp=1e-7)
+        value.backward()
+        return value.detach(), logits.grad, lam.grad if lam_grad else None
+
+    direct = step()
+    monkeypatch.setattr(torch_backend, "_EAGER_APPLY", None)
+    public = step()
+    for a, b in zip(direct, public, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)

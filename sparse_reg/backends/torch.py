@@ -339,8 +339,15 @@ def differentiable_terms(
     return value, base, penalty
 
 
-#: The C++ ``apply`` beneath :meth:`torch.autograd.Function.apply`, bound to the eager Function.
-_EAGER_APPLY = super(torch.autograd.Function, _EagerSparseRegFunction).apply
+#: The C++ ``apply`` beneath :meth:`torch.autograd.Function.apply`, bound to the eager Function, and
+#: the two functorch hooks its Python layer calls: private to torch, so a torch without them gets the
+#: public ``apply`` (the same result, a few microseconds slower).
+try:
+    _EAGER_APPLY = super(torch.autograd.Function, _EagerSparseRegFunction).apply
+    _TRANSFORMS_ACTIVE = torch._C._are_functorch_transforms_active
+    _UNWRAP_IF_DEAD = torch._C._functorch.unwrap_if_dead
+except AttributeError:  # pragma: no cover - another torch version's internals
+    _EAGER_APPLY = None
 
 
 def _apply_eager(logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor | None, *rest: Any) -> Any:
@@ -350,9 +357,9 @@ def _apply_eager(logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor |
     before the C++ ``apply``; doing it here for the three possible tensors, instead of a
     generator over all seven arguments, is a few microseconds of a small call.
     """
-    if torch._C._are_functorch_transforms_active():
+    if _EAGER_APPLY is None or _TRANSFORMS_ACTIVE():
         return _EagerSparseRegFunction.apply(logits, labels, lam, *rest)
-    unwrap = torch._C._functorch.unwrap_if_dead
+    unwrap = _UNWRAP_IF_DEAD
     return _EAGER_APPLY(unwrap(logits), unwrap(labels), None if lam is None else unwrap(lam), *rest)
 
 

@@ -19,12 +19,17 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from benchmarks.contenders import SETTING
+from benchmarks.compare import _markdown, _set_kernel_threads
+from benchmarks.contenders import SETTING, Inputs, make_copy_numpy
 from sparse_reg.backends import _cpu_kernel as cpu_kernel
 from sparse_reg.regularizer import Objective
+
+#: A timed call.
+Step = Callable[[], Any]
 
 #: The objectives: the loss benchmark's (CE + SR with the official code's normalisation and clamp),
 #: the same without the clamp, and without normalisation either.
@@ -68,38 +73,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _kernel_step(num_classes: int, num_logits: int, objective: Objective) -> tuple[Callable[[], None],
-                                                                                  Callable[[], None], int]:
-    """The kernel call and the copy floor on the same fresh logits, with their outputs allocated once."""
+def _steps(num_classes: int, num_logits: int, objective: Objective) -> tuple[Step, Step, int]:
+    """The kernel call and the loss benchmark's copy floor on the same fresh logits, with every
+    output allocated once, and the number of rows."""
     num_rows = max(1, num_logits // num_classes)
     rng = np.random.default_rng(0)
     logits = (3 * rng.standard_normal((num_rows, num_classes))).astype(np.float32)
     labels = rng.integers(0, num_classes, num_rows)
     base, penalty = np.empty(num_rows, np.float32), np.empty(num_rows, np.float32)
-    grad, copy = np.empty_like(logits), np.empty_like(logits)
+    grad = np.empty_like(logits)
 
     def kernel() -> None:
         cpu_kernel.run(logits, labels, objective, base=base, penalty=penalty, grad=grad,
                        grad_scale=1.0 / num_rows)
 
-    def floor() -> None:
-        np.copyto(copy, logits)
-
+    floor = make_copy_numpy(Inputs(None, None, logits, labels, "float32"))
     return kernel, floor, num_rows
 
 
 def profile(classes: Sequence[int], num_logits: int, rounds: int, setting: str) -> list[str]:
     """The table's lines: per class count, the kernel's ns/row and ns/logit and its floor multiple."""
     objective = Objective.create(**SETTINGS[setting])
-    lines = [
-        f"Kernel profile, setting {setting!r} {SETTINGS[setting]}, {num_logits} logits per call, "
-        f"float32, one thread, {rounds} rounds (thread CPU time)",
-        "",
-        "| C | N | kernel ms (median) | ns/row | ns/logit | ns/logit (min) | floor ms | kernel/floor |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for num_classes in classes:
-        kernel, floor, num_rows = _kernel_step(num_classes, num_logits, objective)
+        kernel, floor, num_rows = _steps(num_classes, num_logits, objective)
         kernel()  # compiles or loads the kernel
         floor()  # touches every page of the copy
         times: dict[str, list[int]] = {"kernel": [], "floor": []}
@@ -110,12 +107,19 @@ def profile(classes: Sequence[int], num_logits: int, rounds: int, setting: str) 
                 times[name].append(time.thread_time_ns() - start)
         kernel_ns, floor_ns = float(np.median(times["kernel"])), float(np.median(times["floor"]))
         logits = num_rows * num_classes
-        lines.append(
-            f"| {num_classes} | {num_rows} | {kernel_ns / 1e6:.3f} | {kernel_ns / num_rows:.1f} | "
-            f"{kernel_ns / logits:.3f} | {min(times['kernel']) / logits:.3f} | {floor_ns / 1e6:.3f} | "
-            f"{kernel_ns / floor_ns:.2f}× |"
-        )
-    return lines
+        rows.append([
+            str(num_classes), str(num_rows), f"{kernel_ns / 1e6:.3f}", f"{kernel_ns / num_rows:.1f}",
+            f"{kernel_ns / logits:.3f}", f"{min(times['kernel']) / logits:.3f}", f"{floor_ns / 1e6:.3f}",
+            f"{kernel_ns / floor_ns:.2f}×",
+        ])
+    header = ["C", "N", "kernel ms (median)", "ns/row", "ns/logit", "ns/logit (min)", "floor ms",
+              "kernel/floor"]
+    return [
+        f"Kernel profile, setting {setting!r} {SETTINGS[setting]}, {num_logits} logits per call, "
+        f"float32, one thread, {rounds} rounds (thread CPU time)",
+        "",
+        _markdown(header, rows),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("kernel_profile: the compiled CPU kernel needs numba: pip install 'sparse_reg[fast]'",
               file=sys.stderr)
         return 2
-    import numba
-
-    numba.set_num_threads(1)
+    _set_kernel_threads(1)
     print("\n".join(profile(args.classes, args.logits, args.rounds, args.setting)))
     return 0
 

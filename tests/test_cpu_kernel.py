@@ -114,6 +114,19 @@ def test_matches_reference(dtype, base, normalize, clamp, shape):
     _assert_close(got, want, rtol=1e-10 if dtype == "float64" else 2e-5)
 
 
+@pytest.mark.parametrize("num_classes", [3, 15, 16, 17, 48, 256, 263, 300])
+@pytest.mark.parametrize(("normalize", "clamp"), [(False, None), (True, 1e-7)], ids=["plain", "norm+clamp"])
+@pytest.mark.parametrize("base", ["ce", "nce+rce"])
+def test_every_row_length_around_the_sweep_windows(base, normalize, clamp, num_classes):
+    """The exponential sweep runs whole windows of 16 logits, then the last 16 again (overlapping),
+    or plain logits where the row is shorter; blocks of SUM_BLOCK logits split longer rows. Row
+    lengths below, at and past each boundary, in float64 against the reference."""
+    logits, labels = _inputs(11, num_classes, seed=num_classes)
+    objective = _objective(base, normalize, clamp)
+    want = core_sr_terms(logits, labels, objective, need_grad=True)
+    _assert_close(_kernel_terms(logits, labels, objective), want, rtol=1e-10)
+
+
 @pytest.mark.parametrize(("normalize", "clamp"), MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("base", BUILTIN_LOSSES)
 def test_gradient_matches_float64_autograd(base, normalize, clamp):

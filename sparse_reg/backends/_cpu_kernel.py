@@ -99,8 +99,8 @@ SUM_BLOCK = 256
 #: Row chunks per thread in the parallel loop: several, so that threads finishing early steal work.
 _CHUNKS_PER_THREAD = 4
 
-#: Logits per overlapping last window of the exponential sweep: its vector loop's stride, two of
-#: AVX2's 8-lane float32 vectors (see :func:`_rows`).
+#: Logits per overlapping last window of the exponential sweep (see :func:`_rows`): two of AVX2's
+#: 8-lane float32 vectors; with 8, LLVM did not keep the window's loop as one vector step (slower).
 _WINDOW = 16
 
 #: Largest shift below the row maximum whose exponential stays a normal float32 (e**-87 is not).
@@ -515,8 +515,8 @@ if numba is not None:
         # s_k = e_k / T < c needs e_k < c T <= c C (every e_k <= 1, up to rounding): a row whose
         # smallest e_k is not below twice that bound has no clamped entry, and skips the clamp's sweep.
         ceiling = clamp * classes * (one + one) if use_clamp else zero
-        # Under the bound shift that test is the same for every row, t >= -2/tau up to a few ulps:
-        # it is made once, with a margin that makes it true wherever a row's own test would be.
+        # Under the bound shift a row's bound on that test is the same for every row, t >= -2/tau up
+        # to a few ulps: it is made once, with a margin that makes it true wherever a row's would be.
         bound_clamped = use_clamp and vexp(-(one + one) / tau * (one + real(2.0**-18))) < ceiling
         window = np.uint64(_WINDOW)
         ahead_row, ahead_squares = -1, zero  # the next row's sum of squares, once it is known
@@ -564,14 +564,13 @@ if numba is not None:
             if exact_shift:
                 before, offset = top, zero
             # The clamp's sweep is needed only where the smallest e_k, e^t at x = min x (t grows with
-            # x), is below the ceiling; with the bound shift, x >= -|x| bounds it without a sweep.
-            if bound_shift:
-                maybe_clamped = bound_clamped
-            else:
-                maybe_clamped = use_clamp and vexp((low - before) * inverse_scale - offset) < ceiling
-            if maybe_clamped and bound_shift:
+            # x), is below the ceiling. With the bound shift, x >= -|x| bounds it without a sweep,
+            # the same bound for every row (bound_clamped); only where that bound does not rule a
+            # clamp out is the row's own minimum looked up.
+            if bound_shift and bound_clamped:
                 low = _row_range(z, i)[1] * pre
-                maybe_clamped = vexp((low - before) * inverse_scale - offset) < ceiling
+            may_clamp = bound_clamped if bound_shift else use_clamp
+            maybe_clamped = may_clamp and vexp((low - before) * inverse_scale - offset) < ceiling
             # The exponentials: T = sum e, F = sum f, and the row sums x.e, x.f for n . d, each in
             # partial sums of SUM_BLOCK terms in the compute dtype (vectorised) added in float64, so
             # that their rounding error does not grow with the row length.

@@ -21,11 +21,12 @@ from sparse_reg._api import loss, loss_and_grad
 from sparse_reg.losses import BaseLoss, available_losses, get_loss, register_loss
 from sparse_reg.projection import is_permutation_of, project, soft_project
 from sparse_reg.regularizer import Objective, lp_penalty, sharpen
-from sparse_reg.schedule import LambdaSchedule
+from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveLambda",
     "BaseLoss",
     "LambdaSchedule",
     "Objective",

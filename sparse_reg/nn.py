@@ -11,7 +11,7 @@ from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
 from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, prepare
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
-from sparse_reg.schedule import LambdaSchedule
+from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
 
 __all__ = ["SparseRegLoss"]
 
@@ -40,7 +40,9 @@ class SparseRegLoss(torch.nn.Module):
         so it follows ``.to(device)`` and the state dict. Logits may be ``(N, C)``, ``(C,)`` or
         ``(N, C, d1, ..., dk)``, and labels class indices or class probabilities.
     schedule
-        The :math:`\lambda` schedule; a plain number is taken as a constant :math:`\lambda`.
+        The :math:`\lambda` schedule: a :class:`~sparse_reg.LambdaSchedule` (open loop, by the
+        clock), a :class:`~sparse_reg.AdaptiveLambda` (closed loop, by a held-out score given
+        to its ``update`` once per epoch), or a plain number for a constant :math:`\lambda`.
         This is the one way to give :math:`\lambda` (``lam=`` raises a ``TypeError`` that says so),
         since the module's :math:`\lambda` follows the epoch.
 
@@ -108,7 +110,7 @@ class SparseRegLoss(torch.nn.Module):
         # A buffer, as in torch.nn.CrossEntropyLoss: it follows .to(device) and the state dict.
         self.register_buffer("weight", None if weight is None else torch.as_tensor(criterion.weight))
         self.ignore_index, self.label_smoothing = criterion.ignore_index, criterion.label_smoothing
-        if not isinstance(schedule, LambdaSchedule):
+        if not isinstance(schedule, (LambdaSchedule, AdaptiveLambda)):
             schedule = LambdaSchedule(lam0=schedule)
         self.schedule = schedule
         self.reduction = check_reduction(reduction)
@@ -129,7 +131,8 @@ class SparseRegLoss(torch.nn.Module):
         return self._objective
 
     def set_epoch(self, epoch: int) -> None:
-        """Follow the schedule to ``epoch`` (0-indexed) and update :math:`\\lambda` in place."""
+        """Follow the schedule to ``epoch`` (0-indexed) and update :math:`\\lambda` in place
+        (an :class:`~sparse_reg.AdaptiveLambda` gives the weight its last ``update`` chose)."""
         self.schedule.epoch = epoch
         self.lam.fill_(self.schedule.lam)
 

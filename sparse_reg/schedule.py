@@ -1,4 +1,7 @@
-r"""The penalty weight's schedule :math:`\lambda_t = \lambda_0\,\rho^{\lfloor t / r\rfloor}`, on three clocks.
+r"""The penalty weight's schedules, open loop and closed.
+
+The paper's open-loop :math:`\lambda_t = \lambda_0\,\rho^{\lfloor t / r\rfloor}` runs on three
+clocks; :class:`AdaptiveLambda` is driven by a held-out score instead.
 
 The clock :math:`t` is the epoch (the official code), the optimizer step, or the fraction of the run
 done (*progress*). Progress measures time in epochs of a *reference run* of ``horizon`` epochs,
@@ -10,11 +13,12 @@ stretched over the ``total`` steps of this run, so one tuple :math:`(\lambda_0, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["UNITS", "LambdaSchedule", "lambda_at"]
+__all__ = ["UNITS", "AdaptiveLambda", "LambdaSchedule", "lambda_at"]
 
 #: The clocks :attr:`LambdaSchedule.unit` accepts.
 UNITS: tuple[str, ...] = ("epoch", "step", "progress")
@@ -291,6 +295,148 @@ class LambdaSchedule:
 
 
 _EPOCH_ONLY_KEYS = ("lam0", "rho", "every", "epoch")
+
+
+@dataclass
+class AdaptiveLambda:
+    r""":math:`\lambda` driven by a held-out score: held at :math:`\lambda_0` while the score
+    improves, then grown to saturation once it stops improving.
+
+    Sparse regularization helps inside a window: :math:`\lambda` must be large *after* the network
+    has learned the clean signal and *before* it memorises the flipped labels. The accuracy on a
+    held-out split with its *noisy* labels tracks the clean accuracy (under symmetric noise with
+    :math:`\eta < (K-1)/K` it is an increasing affine function of it; see
+    ``proofs/theorem3_noisy_selection.py``), so its plateau marks the window's start. Once per
+    epoch, :meth:`update` takes that score :math:`a_t`:
+
+    .. math::
+
+        b_t = \max_{u \le t} a_u, \qquad
+        \lambda_{t+1} = \begin{cases}
+            \lambda_t & \text{while the last } \text{patience} \text{ scores include one above }
+                        b_{t'} + \delta \text{ (the best before it)},\\
+            \min(\gamma\,\lambda_t,\ \lambda_{\max}) & \text{from the first epoch that does not, on.}
+        \end{cases}
+
+    Growth, once started, never stops (as in the paper's schedule, :math:`\lambda` only grows),
+    so with growth :math:`\gamma` the weight reaches :math:`\lambda_{\max}` within
+    :math:`\lceil\log_\gamma(\lambda_{\max}/\lambda_0)\rceil` epochs of the plateau.
+
+    Parameters
+    ----------
+    lam0
+        The weight held until the plateau, a finite number >= 0.
+    lam_max
+        The saturation weight, a finite number >= ``lam0``.
+    growth
+        Factor :math:`\gamma > 1` per epoch once growing.
+    patience
+        Epochs without an improvement of more than ``min_delta`` that mark the plateau (int >= 1).
+    min_delta
+        Least rise of the score over its best that counts as an improvement (>= 0, in the score's
+        units: 0.005 is half a point of accuracy).
+
+    Attributes
+    ----------
+    lam : float
+        The weight for the next epoch.
+    best : float
+        The best score so far (``-inf`` before the first).
+    stale : int
+        Epochs since the best score.
+    growing : bool
+        Whether the plateau has been reached.
+    epoch : int
+        Scores seen so far; :class:`sparse_reg.nn.SparseRegLoss` sets it through ``set_epoch``.
+
+    Raises
+    ------
+    ValueError
+        A parameter is out of range or of the wrong type (the message names it), or :meth:`update`
+        is given a score that is not a finite number.
+
+    Examples
+    --------
+    >>> from sparse_reg import AdaptiveLambda
+    >>> control = AdaptiveLambda(lam0=4.0, lam_max=64.0, growth=4.0, patience=2)
+    >>> [control.update(score) for score in (0.30, 0.40, 0.45, 0.44, 0.45, 0.46, 0.46)]
+    [4.0, 4.0, 4.0, 4.0, 16.0, 64.0, 64.0]
+    >>> control.growing, control.best
+    (True, 0.46)
+
+    In a training loop of one's own, with :class:`sparse_reg.nn.SparseRegLoss` (see the docs'
+    "Adaptive lambda" section)::
+
+        control = sr.AdaptiveLambda(lam0=4.0, lam_max=2048.0)
+        criterion = SparseRegLoss("ce", tau=0.1, p=0.1, schedule=control)
+        for epoch in range(epochs):
+            train_one_epoch(model, criterion)
+            control.update(accuracy(model, x_heldout, y_heldout_noisy))
+            criterion.set_epoch(epoch + 1)   # the module's lambda follows the controller
+    """
+
+    lam0: float
+    lam_max: float
+    growth: float = 4.0
+    patience: int = 2
+    min_delta: float = 0.0
+    lam: float | None = None
+    best: float = -math.inf
+    stale: int = 0
+    growing: bool = False
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.lam0) or self.lam0 < 0:
+            raise ValueError(f"lam0 must be a finite number >= 0; got {self.lam0!r}")
+        if not _is_real(self.lam_max) or self.lam_max < self.lam0:
+            raise ValueError(f"lam_max must be a finite number >= lam0 ({self.lam0!r}); got {self.lam_max!r}")
+        if not _is_real(self.growth) or self.growth <= 1:
+            raise ValueError(f"growth must be a finite number > 1; got {self.growth!r}")
+        if not _is_count(self.patience) or self.patience < 1:
+            raise ValueError(f"patience must be an int >= 1; got {self.patience!r}")
+        if not _is_real(self.min_delta) or self.min_delta < 0:
+            raise ValueError(f"min_delta must be a finite number >= 0; got {self.min_delta!r}")
+        if self.lam is None:
+            self.lam = float(self.lam0)
+        elif not _is_real(self.lam) or not self.lam0 <= self.lam <= self.lam_max:
+            raise ValueError(f"lam must be a number in [lam0, lam_max]; got {self.lam!r}")
+        if not isinstance(self.best, (int, float)) or isinstance(self.best, bool) or math.isnan(self.best):
+            raise ValueError(f"best must be a number or -inf; got {self.best!r}")
+        for name in ("stale", "epoch"):
+            value = getattr(self, name)
+            if not _is_count(value) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0; got {value!r}")
+        if not isinstance(self.growing, bool):
+            raise ValueError(f"growing must be a bool; got {self.growing!r}")
+
+    def update(self, score: float) -> float:
+        r"""Take one epoch's held-out score; returns :math:`\lambda` for the next epoch."""
+        if not _is_real(score):
+            raise ValueError(f"score must be a finite number; got {score!r}")
+        self.epoch += 1
+        if score > self.best + self.min_delta:
+            self.best, self.stale = float(score), 0
+        else:
+            self.best = max(self.best, float(score))
+            self.stale += 1
+        if self.growing or self.stale >= self.patience:
+            self.growing = True
+            self.lam = min(self.lam * self.growth, self.lam_max) if self.lam else self.lam_max
+        return self.lam
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: the parameters and the state."""
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; any other set of keys is refused."""
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"state must have exactly the keys {sorted(expected)}; got {sorted(state)}")
+        restored = AdaptiveLambda(**state)
+        for name in expected:
+            setattr(self, name, getattr(restored, name))
 
 
 def _is_real(value: Any) -> bool:

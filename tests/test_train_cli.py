@@ -193,4 +193,4 @@ def test_sweep_tabulates_and_skips_finished_runs(tmp_path, capsys):
         ("ce+sr", "sym:0.4", "2"),
     ]
     assert main(argv) == 0
-    assert capsys.readouterr().out.count("skipped") == 4
+    assert capsys.readouterr().out.count("finished before with these settings, reused") == 4

@@ -81,6 +81,8 @@ def _prepared(n: int = 10) -> Prepared:
         (0.5,) * 3,
         (0.25,) * 3,
         None,
+        rng.integers(0, 256, (0, 3, 6, 6), dtype=np.uint8),
+        y[:0],
     )  # type: ignore[arg-type]
 
 

@@ -45,11 +45,18 @@ def _command(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sparse_reg.train", "--out", str(out), *ARGS, *extra]
 
 
+#: The closed loop: its controller's and selector's states must resume exactly too.
+CLOSED_LOOP = ("--holdout", "0.1", "--lam-schedule", "auto", "--select", "holdout", "--lam-patience", "1")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("loop", [(), CLOSED_LOOP], ids=["paper", "closed-loop"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, loop):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _command(killed, *loop), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.pt").exists():
         assert process.poll() is None, process.stderr.read().decode()
@@ -62,18 +69,21 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert 1 <= saved["epoch"] < 8
 
     resumed = subprocess.run(
-        _command(killed, "--resume"), env=env, capture_output=True, text=True, check=False
+        _command(killed, *loop, "--resume"), env=env, capture_output=True, text=True, check=False
     )
     assert resumed.returncode == 0, resumed.stderr
 
     reference = tmp_path / "reference"
-    assert main(["--out", str(reference), *ARGS]) == 0
+    assert main(["--out", str(reference), *ARGS, *loop]) == 0
     assert _metrics(killed) == _metrics(reference)
-    got = torch.load(killed / "model.pt", weights_only=True)
-    want = torch.load(reference / "model.pt", weights_only=True)
-    assert got.keys() == want.keys()
-    for name in want:
-        assert torch.equal(got[name], want[name]), name
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (killed, reference)]
+    assert summaries[0]["selected"] == summaries[1]["selected"]
+    for name in ("model.pt", "model-last.pt") if loop else ("model.pt",):
+        got = torch.load(killed / name, weights_only=True)
+        want = torch.load(reference / name, weights_only=True)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), (name, key)
 
 
 def test_resume_of_a_finished_run_changes_nothing(tmp_path):

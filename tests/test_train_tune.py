@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -12,61 +12,69 @@ pytest.importorskip("sklearn")
 
 from sparse_reg.train import main
 from sparse_reg.train.config import resolve_config
-from sparse_reg.train.data import holdout_mask, prepare
 
 TINY = ["--epochs", "2", "--limit-train", "200", "--threads", "1", "--quiet"]
 
 
-def test_holdout_replaces_the_test_set_with_noisy_training_samples():
-    full = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 200}))
-    held = holdout_mask(200, 0.25)
-    tuned = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 200, "holdout": 0.25}))
-    assert held.sum() == 50 and tuned.y_test.size == 50 and tuned.y_clean.size == 150
-    np.testing.assert_array_equal(tuned.x_test, full.x_train[held])
-    np.testing.assert_array_equal(tuned.y_test, full.y_noisy[held])  # the noisy labels, not the clean ones
-    assert not np.array_equal(tuned.y_test, full.y_clean[held])
-    np.testing.assert_array_equal(tuned.y_noisy, full.y_noisy[~held])
-    assert not np.isin(tuned.x_test.reshape(50, -1).sum(1), full.x_test.reshape(len(full.y_test), -1).sum(1)).all()
-
-
-def test_holdout_is_the_same_for_every_setting():
-    np.testing.assert_array_equal(holdout_mask(1257, 0.2), holdout_mask(1257, 0.2))
-    assert holdout_mask(1257, 0.2).sum() == round(0.2 * 1257)
-
-
 def test_tune_runs_the_grid_selects_on_held_out_noise_and_writes_a_config(tmp_path, capsys):
-    out = tmp_path / "tune"
+    out = tmp_path / "new" / "tune"  # --out need not exist, with --jobs 2 too
     argv = ["tune", "--loss", "ce+sr", "--noise", "sym:0.4", "--lam0s", "0.5,4", "--taus", "0.5",
-            "--holdout", "0.3", "--out", str(out), *TINY]
+            "--schedules", "paper,auto", "--holdout", "0.3", "--out", str(out), "--jobs", "2", *TINY]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "held-out noisy accuracy" in printed and "chosen: lam0=" in printed
-    scores = {}
-    for lam0 in (0.5, 4):
-        run = out / f"lam0-{lam0:g}-tau-0.5"
+    assert "held-out noisy accuracy" in printed and "sampling error" in printed
+    scores, default = {}, (4.0, 0.1, "paper")  # the preset's own point is always scored
+    grid = [(lam0, 0.5, schedule) for lam0 in (0.5, 4.0) for schedule in ("paper", "auto")]
+    for lam0, tau, schedule in [default, *grid]:
+        run = out / f"lam0-{lam0!r}-tau-{tau!r}-{schedule}"
         summary = json.loads((run / "summary.json").read_text())
         recorded = json.loads((run / "config.json").read_text())
-        assert recorded["config"]["holdout"] == 0.3
-        assert recorded["data"]["test_size"] == 60 and recorded["data"]["train_size"] == 140
-        scores[lam0] = summary["final"]["test_acc"]
+        assert recorded["config"]["holdout"] == 0.3 and recorded["config"]["lam_schedule"] == schedule
+        assert recorded["data"]["holdout_size"] == summary["holdout_size"] == 61  # round(0.3 * n_c) per class
+        assert recorded["data"]["test_size"] == 540  # the test set is kept apart, never the holdout
+        scores[(lam0, tau, schedule)] = summary["final"]["holdout_acc"]
     chosen = json.loads((out / "tuned.json").read_text())
-    best = max(scores, key=lambda k: (scores[k], -k))  # ties: the first in grid order
-    assert chosen["lam0"] == best and chosen["tau"] == 0.5
+    best = max(scores, key=lambda k: scores[k])
+    error = math.hypot(*(math.sqrt(scores[k] * (1 - scores[k]) / 61) for k in (best, default)))
+    expected = best if scores[best] - scores[default] > error else default
+    assert (chosen["lam0"], chosen["tau"], chosen["lam_schedule"]) == expected
+    assert ("kept the default" in printed) == (expected == default)
     assert chosen["loss"] == "ce+sr" and chosen["noise"] == "sym:0.4" and chosen["preset"] == "digits"
-    assert not {"out", "holdout", "threads", "quiet", "seed"} & set(chosen)
+    assert not {"out", "threads", "quiet", "seed"} & set(chosen)
     config = resolve_config({}, out / "tuned.json")
-    assert (config.lam0, config.tau, config.holdout, config.epochs) == (best, 0.5, None, 2)
+    assert (config.lam0, config.tau, config.epochs) == (expected[0], expected[1], 2)
     # A second call reuses the finished runs and chooses the same.
     assert main(argv) == 0
     assert json.loads((out / "tuned.json").read_text()) == chosen
 
 
+def test_the_default_is_kept_unless_beaten_by_more_than_the_sampling_error():
+    from sparse_reg.train.tune import _choose
+
+    points = [(4.0, 0.1, "paper"), (2.0, 0.5, "auto")]
+    # On 100 labels the error of the difference of 0.40 and 0.45 is about 7 points: kept.
+    assert _choose(points, [0.40, 0.45], 100, 0)[0] == 0
+    assert "kept the default" in _choose(points, [0.40, 0.45], 100, 0)[1]
+    # On 10,000 labels it is about 0.7 points: the better point wins.
+    assert _choose(points, [0.40, 0.45], 10_000, 0)[0] == 1
+
+
+def test_distinct_grid_points_never_share_a_run(tmp_path):
+    out = tmp_path / "t"
+    assert main(["tune", "--lam0s", "0.1,0.10000001", "--taus", "0.5", "--out", str(out), *TINY]) == 0
+    assert {p.name for p in out.iterdir() if p.is_dir()} >= {
+        "lam0-0.1-tau-0.5-paper", "lam0-0.10000001-tau-0.5-paper"
+    }
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--holdout", "0.6"], "--holdout must be a fraction in (0, 0.5]; got 0.6"),
-        (["--holdout", "0"], "--holdout must be a fraction in (0, 0.5]; got 0.0"),
-        (["--holdout", "-0.2"], "--holdout must be a fraction in (0, 0.5]"),
+        (["--holdout", "0.6"], "--holdout must be a fraction in [0, 0.5)"),
+        (["--holdout", "0"], "tune scores a held-out split: --holdout must be a fraction in (0, 0.5)"),
+        (["--holdout", "none"], "tune scores a held-out split"),
+        (["--holdout", "-0.2"], "--holdout must be a fraction in [0, 0.5)"),
+        (["--lam0s", "1,1"], "--lam0s 1.0,1.0 repeats 1.0"),
         (["--loss", "gce"], "no '+sr'"),
         (["--lam0s", "1,2,3,4,5", "--taus", "0.1,0.2,0.3,0.4"], "20 points, more than --max-runs 16"),
         (["--taus", "0.5,-1"], "tau must be > 0"),
@@ -84,5 +92,5 @@ def test_a_grid_that_cannot_run_exits_2_with_one_line(tmp_path, capsys, extra, n
 def test_holdout_in_a_config_is_validated(tmp_path):
     from sparse_reg.train.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"holdout must be a fraction in \(0, 0.5\] or none; got 0.7"):
+    with pytest.raises(ConfigError, match=r"holdout must be a fraction in \[0, 0.5\).*got 0.7"):
         resolve_config({"holdout": 0.7})

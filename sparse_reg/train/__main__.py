@@ -39,6 +39,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{_pct(last['memorised'])} fit their noisy label)\n"
         f"  run directory                   {summary['run_dir']}"
     )
+    selected = summary.get("selected")
+    if selected:
+        print(
+            f"  returned model (model.pt)       epoch {selected['epoch']}, best held-out noisy accuracy "
+            f"{_pct(selected['holdout_acc'])} of {summary['holdout_size']}: "
+            f"test {_pct(selected['test_acc'])}, clean part {_pct(selected['train_acc_clean'])}, "
+            f"flipped part {_pct(selected['train_acc_flipped'])}"
+        )
 
 
 def _evaluate(args: Any) -> int:

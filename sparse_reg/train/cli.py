@@ -13,7 +13,15 @@ from typing import Any
 
 from sparse_reg.losses import available_losses
 from sparse_reg.noise import SPEC_FORMS
-from sparse_reg.train.config import MODELS, TRAINER_BACKENDS, ConfigError, check_noise, parse_loss
+from sparse_reg.train.config import (
+    LAM_SCHEDULES,
+    MODELS,
+    SELECTIONS,
+    TRAINER_BACKENDS,
+    ConfigError,
+    check_noise,
+    parse_loss,
+)
 from sparse_reg.train.presets import PRESETS
 
 __all__ = ["build_parser", "overrides_from"]
@@ -109,6 +117,15 @@ def _optional_choice(*choices: str):
     return parse
 
 
+def _choice_of(choices: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+        return text
+
+    return parse
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
@@ -159,6 +176,52 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--rotate", type=float, metavar="DEG", help="random rotation range in degrees (0: none)"
+    )
+
+    loop = parser.add_argument_group(
+        "closed loop (a noisy held-out split, the lambda schedule it drives, the model it returns)"
+    )
+    loop.add_argument(
+        "--holdout",
+        type=_optional_float,
+        metavar="FRACTION",
+        help="hold out this fraction in [0, 0.5) of the noisy training set, stratified by noisy label, "
+        "and score it every epoch as 'held-out noisy accuracy' (0 or none: no split; default: the "
+        "preset's; tune: 0.2)",
+    )
+    loop.add_argument(
+        "--lam-schedule",
+        choices=LAM_SCHEDULES,
+        help="paper: lambda grows by the clock (--lam0, --rho, --every, --lam-unit); auto: lambda holds "
+        "at --lam0 while the held-out noisy accuracy rises, then grows by --lam-growth per epoch to "
+        "--lam-max (needs --holdout; default: the preset's)",
+    )
+    loop.add_argument(
+        "--lam-growth", type=float, help="auto: growth factor per epoch after the plateau (default 4)"
+    )
+    loop.add_argument(
+        "--lam-patience",
+        type=int,
+        metavar="EPOCHS",
+        help="auto: epochs without a better held-out score that mark the plateau (default 2)",
+    )
+    loop.add_argument(
+        "--lam-max",
+        type=_optional_float,
+        help="auto: saturation lambda (default none: the paper schedule's last lambda)",
+    )
+    loop.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        help="the model the run returns as model.pt: the last epoch's, or the holdout epoch's (best "
+        "held-out noisy accuracy; needs --holdout); the summary reports both (default: the preset's)",
+    )
+    loop.add_argument(
+        "--paper",
+        action="store_true",
+        default=None,
+        help="the paper's recipe exactly: no held-out split, --lam-schedule paper, --select last "
+        "(explicit options still win)",
     )
 
     optim = parser.add_argument_group("optimisation")
@@ -412,10 +475,12 @@ def _add_tune(commands: Any) -> None:
     tune = commands.add_parser(
         "tune",
         help="choose lam0 and tau on a held-out part of the noisy training set (never the test set)",
-        description="Hold out --holdout of the noisy training set, train one run per point of "
-        "--lam0s x --taus on the rest, and pick the point with the best last-epoch accuracy on the "
-        "held-out noisy labels. The clean test set is never read. Prints the grid and writes the "
-        "chosen settings to <out>/tuned.json, for --config.",
+        description="Hold out --holdout (default 0.2) of the noisy training set, train one run per "
+        "point of --lam0s x --taus x --schedules (and the preset's own point) on the rest, and pick "
+        "the point whose returned model has the best accuracy on the held-out noisy labels, unless it "
+        "is within the sampling error of the preset's own point, which is then kept. The clean test "
+        "set plays no part in the choice. Prints the grid and writes the chosen settings to "
+        "<out>/tuned.json, for --config.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     grid = tune.add_argument_group("grid")
@@ -433,10 +498,11 @@ def _add_tune(commands: Any) -> None:
         "--taus", type=_list_of(float), default=None, help="comma-separated tau values (default: 0.1,0.3,0.5)"
     )
     grid.add_argument(
-        "--holdout",
-        type=float,
+        "--schedules",
+        type=_list_of(_choice_of(LAM_SCHEDULES)),
         default=None,
-        help="fraction in (0, 0.5] of the noisy training set held out for scoring (default 0.2)",
+        help="comma-separated lambda schedule forms to search, of paper and auto (default: paper; auto "
+        "reads the held-out split)",
     )
     grid.add_argument(
         "--max-runs",
@@ -454,7 +520,7 @@ def _add_tune(commands: Any) -> None:
 #: Option destinations that are not :class:`~sparse_reg.train.config.Config` fields.
 _NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"}
 _NOT_CONFIG |= {"run_dir", "plot"}  # evaluate's arguments
-_NOT_CONFIG |= {"lam0s", "taus", "max_runs"}  # tune's grid
+_NOT_CONFIG |= {"lam0s", "taus", "schedules", "max_runs"}  # tune's grid
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

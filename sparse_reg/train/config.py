@@ -24,8 +24,10 @@ from sparse_reg.train.config_types import TypeMismatch, check_value, field_types
 from sparse_reg.train.presets import PRESETS, preset_values
 
 __all__ = [
+    "LAM_SCHEDULES",
     "MODELS",
     "RUNTIME_KEYS",
+    "SELECTIONS",
     "TRAINER_BACKENDS",
     "Config",
     "ConfigError",
@@ -47,6 +49,11 @@ RUNTIME_KEYS: frozenset[str] = frozenset(
 _OBJECTIVE_FIELDS = {"lam": "lam0"}
 
 _NOISE_KINDS = ("sym", "symany", "asym", "pairflip", "instance")
+
+#: Values of ``lam_schedule``: the paper's open-loop schedule, or the held-out-driven one.
+LAM_SCHEDULES: tuple[str, ...] = ("paper", "auto")
+#: Values of ``select``: the last epoch's model, or the one with the best held-out noisy accuracy.
+SELECTIONS: tuple[str, ...] = ("last", "holdout")
 
 
 class ConfigError(ValueError):
@@ -110,11 +117,23 @@ class Config:
     limit_train: int | None = None
     #: Evaluate on the first this many test images (``None``: all).
     limit_test: int | None = None
-    # --- holdout (tune) ---
-    #: Fraction in (0, 0.5] of the noisy training set held out, with its noisy labels, as the
-    #: evaluation set in place of the test set (``None``: train on all, evaluate on the test set).
+    # --- the closed loop: a noisy held-out split, the lambda schedule it drives, the model it picks ---
+    #: Fraction in (0, 0.5) of the noisy training set held out, stratified by noisy label, with
+    #: its noisy labels, and scored every epoch as ``holdout_acc`` (``None``: train on all).
     holdout: float | None = None
-    # --- end of holdout ---
+    #: ``"paper"``: the open-loop ``lam0 * rho ** (t // every)`` on ``lam_unit``'s clock;
+    #: ``"auto"``: :class:`sparse_reg.AdaptiveLambda` on ``holdout_acc`` (needs ``holdout``).
+    lam_schedule: str = "paper"
+    #: ``lam_schedule="auto"``: growth factor per epoch once the held-out score has plateaued.
+    lam_growth: float = 4.0
+    #: ``lam_schedule="auto"``: epochs without a gain of the held-out score that mark the plateau.
+    lam_patience: int = 2
+    #: ``lam_schedule="auto"``: saturation weight; ``None``: the paper schedule's last lambda.
+    lam_max: float | None = None
+    #: The model a run returns (``model.pt``): ``"last"`` epoch's, or the ``"holdout"`` epoch's,
+    #: the one with the best held-out noisy accuracy (needs ``holdout``).
+    select: str = "last"
+    # --- end of the closed loop ---
     data_dir: str | None = None
     device: str = "auto"
     backend: str = "torch"
@@ -272,8 +291,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return _check_types(data, where)
 
 
+#: Keys a settings table may hold besides the :class:`Config` fields: ``paper`` (a bool) asks for
+#: the paper's recipe in place of the preset's closed loop, as ``--paper`` does.
+_DIRECTIVES = frozenset({"paper"})
+
+
 def _check_keys(values: Mapping[str, Any], where: str) -> None:
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} | _DIRECTIVES
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
@@ -300,6 +324,9 @@ def _check_types(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     types_of = field_types(Config)
     checked = {}
     for key, value in values.items():
+        if key in _DIRECTIVES:
+            checked[key] = value  # checked where it is read
+            continue
         try:
             checked[key] = check_value(value, types_of[key])
         except TypeMismatch as exc:
@@ -325,9 +352,13 @@ def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None 
         An invalid preset, loss, noise spec or value; the message names it.
     """
     given = dict(overrides)
+    paper = given.pop("paper", None)
     _check_keys(given, "settings")
     given = _check_types(given, "settings")
     from_file = load_config_file(config_file) if config_file is not None else {}
+    paper = from_file.pop("paper", False) if paper is None else paper
+    if not isinstance(paper, bool):
+        raise ConfigError(f"paper must be true or false; got {paper!r}")
     layered = {**from_file, **given}
     if "loss_params" in from_file and "loss_params" in given:
         layered["loss_params"] = {**from_file["loss_params"], **given["loss_params"]}
@@ -335,14 +366,55 @@ def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None 
     loss = layered.get("loss", Config.loss)
     base, with_sr = parse_loss(loss)
     noise = check_noise(layered.get("noise", PRESETS[preset].noise))
-    values = preset_values(PRESETS[preset], base, with_sr, noise)
+    values = preset_values(PRESETS[preset], base, with_sr, noise, paper=paper)
     explicit_params = layered.pop("loss_params", {})
     values["loss_params"] = {**values["loss_params"], **explicit_params}
     values.update(layered)
     values.update(preset=preset, loss=loss.strip().lower(), noise=noise)
+    if values.get("holdout") == 0 and not isinstance(values.get("holdout"), bool):
+        values["holdout"] = None  # 0 is "no held-out split", stored one way
     config = Config(**values)
     validate(config)
     return config
+
+
+def _validate_closed_loop(config: Config, need: Any) -> None:
+    """The held-out split, the adaptive schedule and the selection; messages name the flags."""
+    need(
+        config.holdout is None
+        or (isinstance(config.holdout, (int, float)) and not isinstance(config.holdout, bool)
+            and 0 < config.holdout < 0.5),
+        f"--holdout must be a fraction in [0, 0.5) (0 or none: no held-out split); got {config.holdout!r}",
+    )
+    need(
+        config.lam_schedule in LAM_SCHEDULES,
+        f"--lam-schedule must be one of {', '.join(LAM_SCHEDULES)}; got {config.lam_schedule!r}",
+    )
+    need(
+        config.select in SELECTIONS,
+        f"--select must be one of {', '.join(SELECTIONS)}; got {config.select!r}",
+    )
+    for flag, value in (("--lam-schedule", config.lam_schedule), ("--select", config.select)):
+        need(
+            value in ("paper", "last") or config.holdout is not None,
+            f"{flag} {value} needs a held-out split to read: add --holdout FRACTION (e.g. 0.1)",
+        )
+    need(
+        isinstance(config.lam_growth, (int, float)) and not isinstance(config.lam_growth, bool)
+        and math.isfinite(config.lam_growth) and config.lam_growth > 1,
+        f"--lam-growth must be a finite number > 1; got {config.lam_growth!r}",
+    )
+    need(
+        isinstance(config.lam_patience, int) and not isinstance(config.lam_patience, bool)
+        and config.lam_patience >= 1,
+        f"--lam-patience must be an integer >= 1; got {config.lam_patience!r}",
+    )
+    need(
+        config.lam_max is None
+        or (isinstance(config.lam_max, (int, float)) and not isinstance(config.lam_max, bool)
+            and math.isfinite(config.lam_max) and config.lam_max >= config.lam0),
+        f"--lam-max must be a finite number >= --lam0 ({config.lam0!r}) or none; got {config.lam_max!r}",
+    )
 
 
 def validate(config: Config) -> None:
@@ -415,12 +487,7 @@ def validate(config: Config) -> None:
         f"tensorboard must be true or false; got {config.tensorboard!r}",
     )
     # --------------------------------------------------------------------------------------------
-    need(
-        config.holdout is None
-        or (isinstance(config.holdout, (int, float)) and not isinstance(config.holdout, bool)
-            and 0 < config.holdout <= 0.5),
-        f"holdout must be a fraction in (0, 0.5] or none; got {config.holdout!r}",
-    )
+    _validate_closed_loop(config, need)
     from sparse_reg.schedule import UNITS, LambdaSchedule
 
     need(config.lam_unit in UNITS, f"lam_unit must be one of {', '.join(UNITS)}; got {config.lam_unit!r}")

@@ -43,6 +43,9 @@ class Prepared:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     noise: noise_lib.NoisyLabels
+    #: The held-out split (``holdout``) with its *noisy* labels; empty without one.
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready record of the data and the noise actually drawn.
@@ -53,6 +56,7 @@ class Prepared:
         return {
             "dataset": self.name,
             "train_size": int(self.y_clean.size),
+            "holdout_size": int(self.y_holdout.size),
             "test_size": int(self.y_test.size),
             "num_classes": self.num_classes,
             "image_shape": list(self.x_train.shape[1:]),
@@ -68,8 +72,8 @@ class Prepared:
 def prepare(config: Config) -> Prepared:
     """Load the dataset, apply the long-tail subset and ``limit_*`` options, draw the label noise.
 
-    With ``config.holdout`` a fraction of the *noisy* training set becomes the evaluation set, with
-    its noisy labels, in place of the test set (which is then never used).
+    With ``config.holdout`` a stratified fraction of the *noisy* training set is held out, with its
+    noisy labels (:func:`holdout_mask`); it is never trained on, and the test set is kept apart.
 
     Raises
     ------
@@ -97,12 +101,11 @@ def prepare(config: Config) -> Prepared:
         config.noise, y_train, ds.num_classes, dataset=ds.name, seed=noise_seed, features=features
     )
     y_noisy, flipped = np.asarray(noisy.labels), np.asarray(noisy.flipped)
-    # --- holdout (tune): part of the noisy training set replaces the test set ---
+    held = np.zeros(y_noisy.size, dtype=bool)
     if config.holdout is not None:
-        held = holdout_mask(y_train.size, config.holdout)
-        x_test, y_test = x_train[held], y_noisy[held]
-        x_train, y_train, y_noisy, flipped = x_train[~held], y_train[~held], y_noisy[~held], flipped[~held]
-    # --- end of holdout ---
+        held = holdout_mask(y_noisy, config.holdout, seed=config.seed)
+    x_holdout, y_holdout = x_train[held], y_noisy[held]
+    x_train, y_train, y_noisy, flipped = x_train[~held], y_train[~held], y_noisy[~held], flipped[~held]
     return Prepared(
         name=ds.name,
         x_train=x_train,
@@ -115,6 +118,8 @@ def prepare(config: Config) -> Prepared:
         mean=ds.mean,
         std=ds.std,
         noise=noisy,
+        x_holdout=x_holdout,
+        y_holdout=y_holdout,
     )
 
 
@@ -150,11 +155,35 @@ def load_dataset(config: Config) -> datasets.Dataset:
     return datasets.load(config.dataset, **kwargs)
 
 
-def holdout_mask(n: int, fraction: float) -> np.ndarray:
-    """The ``round(fraction * n)`` training samples held out for ``tune`` (at least one), the same
-    for every seed and setting so that all grid points are scored on one held-out set."""
-    held = np.zeros(n, dtype=bool)
-    held[np.random.default_rng(HOLDOUT_SEED).permutation(n)[: max(1, round(fraction * n))]] = True
+def holdout_mask(noisy_labels: np.ndarray, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """The training samples held out: ``round(fraction * n_c)`` of each noisy class ``c``.
+
+    Stratified by the *noisy* label (the only one a user has), at least one and at most
+    ``n_c - 1`` per class, drawn by a generator seeded with ``(HOLDOUT_SEED, seed)``: the same
+    split for every setting of one seed, so runs that differ only in their hyperparameters (a
+    ``tune`` grid) are scored on the same samples.
+
+    Raises
+    ------
+    ValueError
+        A class that has a training sample would have no held-out one, or nothing left to train
+        on (fewer than two samples); the message names ``--holdout``.
+    """
+    labels = np.asarray(noisy_labels)
+    held = np.zeros(labels.size, dtype=bool)
+    rng = np.random.default_rng([HOLDOUT_SEED, seed])
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size and counts.min() < 2:
+        lonely = int(classes[np.argmin(counts)])
+        raise ValueError(
+            f"--holdout {fraction:g} cannot hold out a sample of class {lonely}: it has "
+            f"{int(counts.min())} training sample(s) with that noisy label, and a split needs 2 (one "
+            "held out, one to train on); use more training data or no --holdout"
+        )
+    for label, count in zip(classes, counts, strict=True):
+        members = np.flatnonzero(labels == label)
+        take = min(max(1, round(fraction * count)), count - 1)
+        held[rng.permutation(members)[:take]] = True
     return held
 
 
@@ -194,6 +223,8 @@ class DeviceData:
         self.flipped = torch.as_tensor(np.array(prepared.flipped[shard])).to(device)
         self.x_test = torch.as_tensor(prepared.x_test[shard]).to(device)
         self.y_test = torch.as_tensor(prepared.y_test[shard]).to(device)
+        self.x_holdout = torch.as_tensor(prepared.x_holdout[shard]).to(device)
+        self.y_holdout = torch.as_tensor(np.array(prepared.y_holdout[shard])).to(device)
         channels = prepared.x_train.shape[1]
         # uint8 images are scaled to [0, 1] before normalisation; feature vectors are used as given.
         self.scale = 255.0 if prepared.x_train.dtype == np.uint8 else 1.0
@@ -205,7 +236,11 @@ class DeviceData:
         # Every rank takes the same number of steps (DDP needs it): the smallest shard decides, and
         # the ranks holding one extra sample put it into their last batch.
         smallest = len(range(world_size - 1, prepared.y_noisy.size, world_size))
-        self.steps_per_epoch = max(1, math.ceil(smallest / self.batch_size))
+        steps = max(1, math.ceil(smallest / self.batch_size))
+        # A last batch of one sample cannot be trained with BatchNorm: it joins the batch before.
+        if steps > 1 and smallest % self.batch_size == 1:
+            steps -= 1
+        self.steps_per_epoch = steps
         self.order_generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
 
@@ -256,8 +291,9 @@ class DeviceData:
         return x
 
     def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, slice]]:
-        """Normalised, unaugmented batches of ``"train"`` or ``"test"`` images with their positions."""
-        x = self.x_train if split == "train" else self.x_test
+        """Normalised, unaugmented batches of ``"train"``, ``"test"`` or ``"holdout"`` images with
+        their positions."""
+        x = {"train": self.x_train, "test": self.x_test, "holdout": self.x_holdout}[split]
         for start in range(0, x.shape[0], self.eval_batch_size):
             part = slice(start, start + self.eval_batch_size)
             yield self.normalise(x[part]), part

@@ -161,6 +161,7 @@ def evaluate(
     matrix = confusion_matrix(y, pred, num_classes)
     result = {
         "run_dir": str(run_dir.resolve()),
+        "model": _which_model(run_dir),
         "data": data,
         "samples": int(y.size),
         "accuracy": float(np.trace(matrix) / matrix.sum()),
@@ -172,12 +173,26 @@ def evaluate(
     return result
 
 
+def _which_model(run_dir: Path) -> str:
+    """Which epoch's weights ``model.pt`` holds, as the run's summary records it."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        selected = summary.get("selected")
+        if isinstance(selected, dict) and isinstance(selected.get("epoch"), int):
+            chosen = "chosen by the best held-out noisy accuracy"
+            return f"epoch {selected['epoch']} of {summary['epochs']}, {chosen}"
+        return f"the last epoch ({summary['epochs']})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "model.pt (the run has no readable summary.json)"
+
+
 def format_report(result: dict[str, Any]) -> str:
-    """The printed form: accuracy, then the matrix as a table (up to 20 classes)."""
+    """The printed form: accuracy, the model it scores, then the matrix as a table (up to 20 classes)."""
     source = result["data"] or "the run's test set"
     lines = [
         f"{result['run_dir']}: test accuracy {100 * result['accuracy']:.2f}% on {result['samples']} "
-        f"samples ({source})"
+        f"samples ({source})",
+        f"model: {result.get('model', 'model.pt')}",
     ]
     names, matrix = result["class_names"], result["confusion"]
     if len(names) > _PRINTED_CLASSES:

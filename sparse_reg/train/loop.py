@@ -12,6 +12,7 @@ per epoch, not per step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import shutil
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 
 from sparse_reg.errors import DatasetError
-from sparse_reg.schedule import LambdaSchedule
-from sparse_reg.train import checkpoint, report, tblog
+from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
+from sparse_reg.train import checkpoint, listeners, report, tblog
 from sparse_reg.train.config import RUNTIME_KEYS, Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
 from sparse_reg.train.dist import Context, setup
@@ -48,6 +49,8 @@ RUN_FILES = (
     "summary.md",
     checkpoint.CHECKPOINT,
     "model.pt",
+    # The last epoch's weights when model.pt holds the selected epoch's (--select holdout).
+    "model-last.pt",
     # Written by ``evaluate``.
     "evaluation.json",
     "confusion.png",
@@ -155,25 +158,31 @@ def settings_of(config: Config) -> dict[str, Any]:
 
 
 def _differences(stored: dict[str, Any], config: Config) -> str:
-    """``"key: stored -> current, ..."`` over the settings that differ, or ``""``."""
+    """``"key: stored -> current, ..."`` over the settings that differ, or ``""``.
+
+    A key the stored run lacks (written before the setting existed) takes the :class:`Config`
+    default, which is what that run computed with.
+    """
     current = settings_of(config)
-    changed = sorted(k for k in current if _normal(stored.get(k)) != current[k])
-    return ", ".join(f"{k}: {stored.get(k)!r} -> {config.to_dict()[k]!r}" for k in changed)
+    before = {**_FIELD_DEFAULTS, **stored}
+    changed = sorted(k for k in current if _normal(before.get(k)) != current[k])
+    return ", ".join(f"{k}: {before.get(k)!r} -> {config.to_dict()[k]!r}" for k in changed)
+
+
+_FIELD_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(Config) if f.default is not dataclasses.MISSING
+}
 
 
 def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with the (owned) run directory: ``"new"``, ``"resume"`` or ``"finished"``."""
+    """Decide what to do with the (owned) run directory: ``"new"``, ``"overwrite"`` (a new run
+    whose old files :func:`_remove_run_files` removes once the new run has been validated),
+    ``"resume"`` or ``"finished"``."""
     run_dir = config.run_dir
-    present = [name for name in RUN_FILES + RUN_DIRS if (run_dir / name).exists()]
-    if not present:
+    if not _run_files(run_dir):
         return "new"
     if overwrite:
-        for name in present:
-            if name in RUN_DIRS:
-                shutil.rmtree(run_dir / name)
-            else:
-                (run_dir / name).unlink()
-        return "new"
+        return "overwrite"
     if not resume:
         raise RunDirError(
             f"run directory {str(run_dir)!r} already holds a run; pass --resume to continue it, "
@@ -197,6 +206,19 @@ def _check_run_dir(config: Config, resume: bool, overwrite: bool) -> str:
     return "resume"
 
 
+def _run_files(run_dir: Path) -> list[str]:
+    return [name for name in RUN_FILES + RUN_DIRS if (run_dir / name).exists()]
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    """``--overwrite``: the old run's files, removed only after the new run has passed validation."""
+    for name in _run_files(run_dir):
+        if name in RUN_DIRS:
+            shutil.rmtree(run_dir / name)
+        else:
+            (run_dir / name).unlink()
+
+
 def _check_checkpoint(saved: dict[str, Any], config: Config, run_dir: Path) -> None:
     """Refuse a checkpoint of another run, or one whose epoch disagrees with its metrics.
 
@@ -204,9 +226,15 @@ def _check_checkpoint(saved: dict[str, Any], config: Config, run_dir: Path) -> N
     metrics one epoch behind; never ahead, and never further behind.
     """
     path = run_dir / checkpoint.CHECKPOINT
-    if saved["fingerprint"] != checkpoint.fingerprint(settings_of(config)):
-        stored = saved["config"] if isinstance(saved["config"], dict) else {}
-        detail = _differences(stored, config) or "settings fingerprint"
+    stored = saved["config"] if isinstance(saved["config"], dict) else None
+    # The stored settings decide (a setting added since the checkpoint takes its default); the
+    # fingerprint only where the settings cannot be read.
+    if stored is not None:
+        detail = _differences(stored, config)
+    else:
+        same = saved["fingerprint"] == checkpoint.fingerprint(settings_of(config))
+        detail = "" if same else "settings fingerprint"
+    if detail:
         raise checkpoint.CheckpointError(
             f"checkpoint {str(path)!r} belongs to another run ({detail}); "
             "use --overwrite to start again or --out DIR for a new run"
@@ -245,7 +273,8 @@ def _normal(value: Any) -> Any:
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, data: DeviceData, split: str, amp: bool) -> torch.Tensor:
+def predict(model: torch.nn.Module, data: DeviceData, split: str, amp: bool) -> torch.Tensor:
+    """The predicted class of every sample of ``split`` (``"train"``, ``"test"``, ``"holdout"``)."""
     parts = []
     for x, _ in data.eval_batches(split):
         with _autocast(data.device, amp):
@@ -267,8 +296,8 @@ EVALUATED: tuple[str, ...] = (
 
 def _evaluate(model: torch.nn.Module, data: DeviceData, ctx: Context, amp: bool) -> dict[str, float]:
     model.eval()
-    test_pred = _predict(model, data, "test", amp)
-    train_pred = _predict(model, data, "train", amp)
+    test_pred = predict(model, data, "test", amp)
+    train_pred = predict(model, data, "train", amp)
     flipped, kept = data.flipped, ~data.flipped
     hit_clean = train_pred == data.y_clean
     hit_noisy = train_pred == data.y_train
@@ -359,22 +388,9 @@ def _run(
     config: Config, ctx: Context, lock: RunDirLock, resume: bool, overwrite: bool, progress: bool | None
 ) -> dict[str, Any]:
     run_dir = config.run_dir
-    decision: tuple[str, str | None]
-    if ctx.is_main:
-        try:
-            _own_run_dir(run_dir, lock)
-            decision = (_check_run_dir(config, resume, overwrite), None)
-            if decision[0] == "finished":
-                summary = _read_json(run_dir / "summary.json")
-        except RunDirError as exc:
-            decision = ("error", str(exc))
-    else:
-        decision = ("", None)
-    state, message = ctx.broadcast_object(decision)
-    if state == "error":
-        raise RunDirError(message)
+    state = _decide(config, ctx, lock, resume, overwrite)
     if state == "finished":
-        return ctx.broadcast_object(summary if ctx.is_main else None)
+        return ctx.broadcast_object(_read_json(run_dir / "summary.json") if ctx.is_main else None)
 
     _seed_everything(config.seed, config.deterministic, config.compile)
     small = config.model.startswith("mlp")
@@ -385,7 +401,7 @@ def _run(
         prepared = prepare(config)
     except DatasetError:
         raise
-    except ValueError as exc:  # e.g. a noise rate or class map that does not fit the dataset
+    except ValueError as exc:  # e.g. a noise rate, class map or held-out split that does not fit
         raise ConfigError(str(exc)) from None
     data = DeviceData(
         prepared,
@@ -396,6 +412,11 @@ def _run(
         seed=_stream_seed(config.seed, ctx.rank),
     )
     raw_model = _build_model(config, data.image_shape, prepared.num_classes).to(ctx.device)
+    schedule = lambda_schedule(config, data.steps_per_epoch, int(prepared.y_clean.size))
+    # Everything is validated: only now may --overwrite remove the old run.
+    if state == "overwrite" and ctx.is_main:
+        _remove_run_files(run_dir)
+    ctx.barrier()
     model: torch.nn.Module = raw_model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -414,9 +435,8 @@ def _run(
         )
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    criterion = Criterion(config)
-    schedule = lambda_schedule(config, data.steps_per_epoch, int(prepared.y_clean.size))
-    criterion.load_schedule(schedule.state_dict())
+    criterion = Criterion(config, schedule)
+    deciders = _deciders(config, data, ctx, criterion)
 
     start_epoch, history = 0, []
     saved = _load_checkpoint(ctx, config, run_dir) if state == "resume" else None
@@ -432,10 +452,13 @@ def _run(
         criterion.load_schedule(saved["lambda_schedule"])
         data.load_state_dict(saved["rng"][ctx.rank]["data"])
         checkpoint.set_global_rng_state(saved["rng"][ctx.rank]["global"])
+        listener_states = saved.get("listeners", {})
+        for listener in deciders:
+            if listener.key:
+                listener.load_state_dict(listener_states[listener.key])
         start_epoch, history = saved["epoch"], saved["history"]
 
     fingerprint = checkpoint.fingerprint(settings_of(config))
-    board = tblog.TensorBoardLog(run_dir, start_epoch) if config.tensorboard and ctx.is_main else None
     if ctx.is_main:
         extra = {
             "data": prepared.describe(),
@@ -444,18 +467,10 @@ def _run(
             "fingerprint": fingerprint,
         }
         report.write_config(run_dir, config.to_dict(), extra)
-    mode = Progress.choose(progress, config.quiet, sys.stderr.isatty()) if ctx.is_main else "off"
+    reporters = _reporters(config, ctx, run_dir, history, start_epoch, data.steps_per_epoch, progress)
     steps = data.steps_per_epoch
-    shown = Progress(
-        mode,
-        config.run_name,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        start_epoch=start_epoch,
-        every=config.log_every,
-    )
     params = [p for p in raw_model.parameters() if p.requires_grad]
-    per_step = criterion.schedule.unit != "epoch"
+    per_step = isinstance(criterion.schedule, LambdaSchedule) and criterion.schedule.unit != "epoch"
     try:
         for epoch in range(start_epoch, config.epochs):
             began = time.perf_counter()
@@ -489,7 +504,8 @@ def _run(
                 )
                 bad = ~torch.isfinite(terms.value.detach())
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                shown.step()
+                for listener in reporters:
+                    listener.step()
             scheduler.step()
             ctx.all_reduce_sum(sums)
             bad_step = int(first_bad)
@@ -519,8 +535,10 @@ def _run(
                 "sr_term": lam * penalty,
                 "penalty": penalty,
                 **metrics,
-                "seconds": time.perf_counter() - began,
             }
+            for listener in deciders:
+                listener.epoch_end(row, raw_model)
+            row["seconds"] = time.perf_counter() - began
             history.append(row)
             rng = ctx.gather_objects({"data": data.state_dict(), "global": checkpoint.global_rng_state()})
             if ctx.is_main:
@@ -532,27 +550,108 @@ def _run(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "lambda_schedule": criterion.state_dict_schedule(),
+                        "listeners": {lst.key: lst.state_dict() for lst in deciders if lst.key},
                         "rng": rng,
                         "history": history,
                         "config": config.to_dict(),
                         "fingerprint": fingerprint,
                     },
                 )
-                report.write_metrics(run_dir, history)
-            shown.epoch(row)
-            if board is not None:
-                board.epoch(row)
+            for listener in reporters:
+                listener.epoch_end(row, raw_model)
     finally:
-        shown.close()
-        if board is not None:
-            board.close()
-        if ctx.is_main and history:
-            report.plot_curves(run_dir, history, config.run_name)
-    summary = _summary(config, ctx, prepared.noise.realised_rate, history)
+        for listener in (*deciders, *reporters):
+            listener.close()
+    selector = next((lst for lst in deciders if isinstance(lst, listeners.Selector)), None)
+    selected = _select(selector, raw_model, data, ctx, config, run_dir)
+    summary = _summary(config, ctx, prepared, history, selected)
     if ctx.is_main:
         torch.save(raw_model.state_dict(), run_dir / "model.pt")
         report.write_summary(run_dir, summary)
     return summary
+
+
+def _decide(config: Config, ctx: Context, lock: RunDirLock, resume: bool, overwrite: bool) -> str:
+    """Own the run directory and decide, on rank 0 for every rank, what to do with it
+    (:func:`_check_run_dir`)."""
+    decision: tuple[str, str | None] = ("", None)
+    if ctx.is_main:
+        try:
+            _own_run_dir(config.run_dir, lock)
+            decision = (_check_run_dir(config, resume, overwrite), None)
+        except RunDirError as exc:
+            decision = ("error", str(exc))
+    state, message = ctx.broadcast_object(decision)
+    if state == "error":
+        raise RunDirError(message)
+    return state
+
+
+def _deciders(
+    config: Config, data: DeviceData, ctx: Context, criterion: Criterion
+) -> list[listeners.Listener]:
+    """The listeners whose state the checkpoint keeps: the held-out monitor, the lambda controller
+    and the selector, as the configuration asks."""
+    chosen: list[listeners.Listener] = []
+    if config.holdout is not None:
+        chosen.append(listeners.HoldoutMonitor(data, ctx, config.amp))
+    if isinstance(criterion.schedule, AdaptiveLambda):
+        chosen.append(listeners.LambdaControl(criterion.schedule))
+    if config.select == "holdout":
+        chosen.append(listeners.Selector(listeners.HOLDOUT_KEY))
+    return chosen
+
+
+def _reporters(
+    config: Config,
+    ctx: Context,
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    start_epoch: int,
+    steps_per_epoch: int,
+    progress: bool | None,
+) -> list[Any]:
+    """The listeners that show or write each epoch, on rank 0 (the others report nothing)."""
+    if not ctx.is_main:
+        return []
+    mode = Progress.choose(progress, config.quiet, sys.stderr.isatty())
+    shown = Progress(
+        mode,
+        config.run_name,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        start_epoch=start_epoch,
+        every=config.log_every,
+    )
+    chosen: list[Any] = [listeners.MetricsFiles(run_dir, history), listeners.ProgressLines(shown)]
+    if config.tensorboard:
+        chosen.append(listeners.TensorBoardScalars(tblog.TensorBoardLog(run_dir, start_epoch)))
+    chosen.append(listeners.CurvesPlot(run_dir, history, config.run_name))
+    return chosen
+
+
+def _select(
+    selector: listeners.Selector | None,
+    raw_model: torch.nn.Module,
+    data: DeviceData,
+    ctx: Context,
+    config: Config,
+    run_dir: Path,
+) -> dict[str, Any] | None:
+    """With a selector, load its epoch's weights into ``raw_model`` (the model the run returns),
+    keep the last epoch's as ``model-last.pt``, and score the selected model on every split."""
+    if selector is None or selector.weights is None:
+        return None
+    if ctx.is_main:
+        torch.save(raw_model.state_dict(), run_dir / "model-last.pt")
+    raw_model.load_state_dict(selector.weights)
+    metrics = _evaluate(raw_model, data, ctx, config.amp)
+    return {
+        "by": selector.metric,
+        "epoch": selector.epoch,
+        selector.metric: selector.best,
+        **metrics,
+    }
 
 
 def _load_checkpoint(ctx: Context, config: Config, run_dir: Path) -> dict[str, Any] | None:
@@ -572,9 +671,13 @@ def _load_checkpoint(ctx: Context, config: Config, run_dir: Path) -> dict[str, A
     return saved
 
 
-def lambda_schedule(config: Config, steps_per_epoch: int, train_size: int) -> LambdaSchedule:
-    r"""The run's :math:`\lambda` schedule on the clock ``config.lam_unit`` (see
-    :class:`sparse_reg.LambdaSchedule`).
+def lambda_schedule(
+    config: Config, steps_per_epoch: int, train_size: int
+) -> LambdaSchedule | AdaptiveLambda:
+    r"""The run's :math:`\lambda` schedule: with ``lam_schedule="auto"`` (and SR), an
+    :class:`sparse_reg.AdaptiveLambda` that starts at ``lam0`` and saturates at ``lam_max``
+    (default: where the open-loop schedule below would end the run); otherwise the open-loop
+    schedule on the clock ``config.lam_unit`` (see :class:`sparse_reg.LambdaSchedule`).
 
     ``"progress"`` stretches the tuple, written for a ``lam_horizon``-epoch run (default: the
     preset's epochs), over this run's ``epochs * steps_per_epoch`` steps, so ``--epochs`` and
@@ -611,14 +714,21 @@ def lambda_schedule(config: Config, steps_per_epoch: int, train_size: int) -> La
         )
     schedule = _clocked_schedule(config, total, horizon, train_size)
     try:
-        schedule(config.epochs - 1 if config.lam_unit == "epoch" else total - 1)
+        last = schedule(config.epochs - 1 if config.lam_unit == "epoch" else total - 1)
     except ValueError:
         raise ConfigError(
             f"--rho {config.rho:g} does not fit the run: with --lam0 {config.lam0:g}, --every "
             f"{config.every} and --lam-unit {config.lam_unit}, lambda exceeds the float64 range before "
             "the run ends"
         ) from None
-    return schedule
+    if config.lam_schedule != "auto" or not config.with_sr:
+        return schedule
+    return AdaptiveLambda(
+        lam0=config.lam0,
+        lam_max=last if config.lam_max is None else config.lam_max,
+        growth=config.lam_growth,
+        patience=config.lam_patience,
+    )
 
 
 def _clocked_schedule(config: Config, total: int, horizon: int, train_size: int) -> LambdaSchedule:
@@ -645,14 +755,22 @@ def _clocked_schedule(config: Config, total: int, horizon: int, train_size: int)
 
 
 def _follow(criterion: Criterion, epoch: int, step: int) -> None:
-    # The module's lam buffer is refreshed from the schedule, whatever its clock.
-    criterion.schedule.count = step
+    # The module's lam buffer is refreshed from the schedule, whatever its clock (an adaptive
+    # schedule gives the weight its last update chose).
+    if isinstance(criterion.schedule, LambdaSchedule):
+        criterion.schedule.count = step
     criterion.set_epoch(epoch)
 
 
 def _summary(
-    config: Config, ctx: Context, realised_rate: float, history: list[dict[str, Any]]
+    config: Config,
+    ctx: Context,
+    prepared: Any,
+    history: list[dict[str, Any]],
+    selected: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The run's summary: the last epoch, the best test epoch (for reference: it reads clean
+    labels), and with ``select="holdout"`` the selected model, which is the one returned."""
     best = max((row for row in history if row["test_acc"] is not None), key=lambda row: row["test_acc"])
     return {
         "run_name": config.run_name,
@@ -662,13 +780,17 @@ def _summary(
         "loss": config.loss,
         "noise": config.noise,
         "seed": config.seed,
-        "realised_rate": realised_rate,
+        "realised_rate": prepared.noise.realised_rate,
         "epochs": config.epochs,
         "backend": config.backend,
         "device": str(ctx.device),
         "world_size": ctx.world_size,
+        "holdout_size": int(prepared.y_holdout.size),
+        "lam_schedule": config.lam_schedule,
         "seconds": sum(row["seconds"] for row in history),
         "final": history[-1],
         "best_test_acc": best["test_acc"],
         "best_epoch": best["epoch"],
+        "returned": "last" if selected is None else "selected",
+        "selected": selected,
     }

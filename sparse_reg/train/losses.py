@@ -23,7 +23,7 @@ from sparse_reg.backends import array_namespace, get_backend, import_library
 from sparse_reg.backends.torch import Engine, Reduced, differentiable_terms
 from sparse_reg.nn import SparseRegLoss
 from sparse_reg.regularizer import Objective
-from sparse_reg.schedule import LambdaSchedule
+from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
 from sparse_reg.train.config import Config
 
 __all__ = ["Criterion", "LossTerms"]
@@ -82,12 +82,15 @@ class Criterion(torch.nn.Module):
     ----------
     config
         Loss name, SR tuple, base-loss parameters and backend.
+    schedule
+        The :math:`\lambda` schedule the module follows: open loop or adaptive (default: the
+        epoch schedule of ``config``'s tuple).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, schedule: LambdaSchedule | AdaptiveLambda | None = None) -> None:
         super().__init__()
         self.backend = config.backend
-        self.schedule = LambdaSchedule(config.lam0, config.rho, config.every)
+        self.schedule = schedule or LambdaSchedule(config.lam0, config.rho, config.every)
         arguments = config.objective_arguments()
         del arguments["lam"]  # the module follows the schedule
         self.module = SparseRegLoss(schedule=self.schedule, **arguments)
@@ -100,7 +103,7 @@ class Criterion(torch.nn.Module):
 
     @property
     def lam(self) -> float:
-        return self.schedule.lam
+        return float(self.schedule.lam)
 
     def set_epoch(self, epoch: int) -> None:
         """Follow the :math:`\\lambda` schedule to ``epoch`` (0-indexed)."""

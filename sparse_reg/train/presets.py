@@ -30,7 +30,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["PRESETS", "SR", "Preset", "preset_values"]
+__all__ = ["CLOSED_LOOP", "PAPER_RECIPE", "PRESETS", "SR", "Preset", "preset_values"]
+
+
+#: The paper's recipe: no held-out split, the open-loop schedule, the last epoch's model.
+PAPER_RECIPE = MappingProxyType({"holdout": None, "lam_schedule": "paper", "select": "last"})
+#: The closed loop every preset runs by default (measured in docs/reproduction.md).
+CLOSED_LOOP = PAPER_RECIPE
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ class Preset:
     #: ``"progress"`` is measured in epochs of this preset's ``epochs``-epoch run.
     lam_unit: str = "progress"
     lam_warmup: int = 0
+    #: The closed loop a run uses unless ``paper=True`` (:func:`preset_values`): the held-out
+    #: fraction, the lambda schedule and the model returned (see :class:`~sparse_reg.train.config.Config`).
+    closed_loop: MappingProxyType = field(default_factory=lambda: CLOSED_LOOP)
 
 
 def _sr_table(
@@ -224,7 +233,9 @@ _LIST = [
 PRESETS: MappingProxyType = MappingProxyType({preset.name: preset for preset in _LIST})
 
 
-def preset_values(preset: Preset, base: str, with_sr: bool, noise: str) -> dict[str, Any]:
+def preset_values(
+    preset: Preset, base: str, with_sr: bool, noise: str, *, paper: bool = False
+) -> dict[str, Any]:
     """The configuration values a preset implies for one base loss and noise spec.
 
     Parameters
@@ -237,6 +248,8 @@ def preset_values(preset: Preset, base: str, with_sr: bool, noise: str) -> dict[
         Whether the loss carries sparse regularization.
     noise
         The noise spec; asymmetric specs select :attr:`Preset.sr_asym` where the preset has one.
+    paper
+        The paper's recipe exactly (:data:`PAPER_RECIPE`) in place of the preset's closed loop.
 
     Returns
     -------
@@ -261,6 +274,7 @@ def preset_values(preset: Preset, base: str, with_sr: bool, noise: str) -> dict[
         "lam_unit": preset.lam_unit,
         "lam_warmup": preset.lam_warmup,
         "lam_horizon": preset.epochs,
+        **(PAPER_RECIPE if paper else preset.closed_loop),
     }
     if not with_sr:
         params = dict(preset.loss_params.get(base, {}))

@@ -27,8 +27,10 @@ def _test_text(row: dict[str, Any]) -> str:
 def format_epoch(name: str, row: dict[str, Any], epochs: int, eta_s: float) -> str:
     """One progress line for the metrics ``row`` of an epoch (columns as in ``metrics.csv``)."""
     test_text = _test_text(row)
+    held = row.get("holdout_acc")
+    held_text = "" if held is None else f"held-out noisy {100 * held:.2f}%, "
     return (
-        f"{name} epoch {row['epoch']}/{epochs}: loss {row['loss']:.4g}, test {test_text}, "
+        f"{name} epoch {row['epoch']}/{epochs}: loss {row['loss']:.4g}, test {test_text}, {held_text}"
         f"lam {row['lam']:.3g}, lr {row['lr']:.3g}, {row['seconds']:.2f} s/epoch, eta {eta_s:.0f} s"
     )
 

@@ -41,6 +41,7 @@ METRIC_FIELDS: tuple[str, ...] = (
     "sr_term",
     "penalty",
     "test_acc",
+    "holdout_acc",
     "train_acc_clean",
     "train_acc_flipped",
     "memorised",
@@ -57,6 +58,8 @@ _DESCRIPTIONS = {
     "sr_term": "mean SR term lam * sum_k s_k^p",
     "penalty": "mean unweighted penalty sum_k s_k^p",
     "test_acc": "test accuracy",
+    "holdout_acc": "held-out noisy accuracy: accuracy on the held-out split (--holdout) against its "
+    "noisy labels, every epoch; never the test set",
     "train_acc_clean": "training accuracy on the samples whose label was kept",
     "train_acc_flipped": "training accuracy on the flipped samples, against their clean labels",
     "memorised": "fraction of flipped samples predicted as their noisy label",
@@ -147,10 +150,24 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
         f"| train accuracy, flipped part (vs clean labels) | {_pct(last['train_acc_flipped'])} | |",
         f"| flipped samples memorised (noisy label fitted) | {_pct(last['memorised'])} | |",
         "",
+        *_selected_lines(summary),
         "Columns of metrics.csv: " + "; ".join(f"`{k}`: {v}" for k, v in _DESCRIPTIONS.items()),
         "",
     ]
     atomic_write_bytes(run_dir / "summary.md", "\n".join(lines).encode())
+
+
+def _selected_lines(summary: dict[str, Any]) -> list[str]:
+    selected = summary.get("selected")
+    if not selected:
+        return []
+    return [
+        f"Returned model (`model.pt`): epoch {selected['epoch']}, chosen by the best held-out noisy "
+        f"accuracy ({_pct(selected['holdout_acc'])} on {summary['holdout_size']} samples): test accuracy "
+        f"{_pct(selected['test_acc'])}, clean part {_pct(selected['train_acc_clean'])}, flipped part "
+        f"{_pct(selected['train_acc_flipped'])}. The last epoch's weights are in `model-last.pt`.",
+        "",
+    ]
 
 
 def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
@@ -164,12 +181,15 @@ def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> Non
 
     for key, label in (
         ("test_acc", "test"),
+        ("holdout_acc", "held-out noisy accuracy"),
         ("train_acc_clean", "train, clean part"),
         ("train_acc_flipped", "train, flipped part (clean labels)"),
         ("memorised", "flipped part fitted to noisy label"),
     ):
         # Only the evaluated epochs (see eval_every), so that the curves stay joined.
         points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        if not points:
+            continue
         axes[0].plot([e for e, _ in points], [v for _, v in points], label=label)
     axes[0].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="accuracy")
     axes[0].legend(fontsize="small")
@@ -177,11 +197,13 @@ def plot_curves(run_dir: Path, history: list[dict[str, Any]], title: str) -> Non
     axes[1].plot(epochs, series("sr_term"), label="SR term (lam * penalty)")
     axes[1].set(xlabel="epoch", title="training loss terms")
     axes[1].legend(fontsize="small")
-    axes[2].plot(epochs, series("lam"), label="lambda", color="C3")
+    lam_line = axes[2].plot(epochs, series("lam"), label="lambda", color="C3")
     axes[2].set(xlabel="epoch", ylabel="lambda", title="lambda and lr")
     twin = axes[2].twinx()
-    twin.plot(epochs, series("lr"), label="lr", color="C4", linestyle="--")
+    lr_line = twin.plot(epochs, series("lr"), label="lr", color="C4", linestyle="--")
     twin.set_ylabel("lr")
+    # One legend for both axes of the panel.
+    axes[2].legend(lam_line + lr_line, ["lambda", "lr"], fontsize="small")
     fig.suptitle(title)
     save_figure(fig, Path(run_dir) / "curves.png")
 

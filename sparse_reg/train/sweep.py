@@ -4,8 +4,9 @@ Each run has its own directory ``<out>/<loss>-<noise>-seed<k>``. A finished run 
 ``summary.json``) is skipped and an interrupted one resumed, so the sweep command can simply be run
 again. With ``--jobs 1`` the runs execute one after another in this process; with ``--jobs J`` each
 run is a subprocess, ``J`` at a time (on a CPU each gets ``cores // J`` threads). The sweep ends by
-writing ``sweep.md`` and ``sweep.csv``: the last-epoch test accuracy as mean +- sample standard
-deviation over the seeds.
+writing ``sweep.md`` and ``sweep.csv``: the test accuracy of the last epoch, of the returned model
+where the runs select one (``--select holdout``), and of the best epoch for reference, as mean +-
+sample standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ __all__ = [
     "DEFAULT_NOISES",
     "DEFAULT_SEEDS",
     "execute",
+    "make_out_dir",
+    "refuse_repeats",
     "run_sweep",
     "share_threads",
     "tabulate",
@@ -54,12 +57,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     noises = list(args.noises or DEFAULT_NOISES)
     seeds = list(args.seeds or DEFAULT_SEEDS)
     for flag, items in (("--losses", losses), ("--noises", noises), ("--seeds", seeds)):
-        repeated = sorted({str(item) for item in items if items.count(item) > 1})
-        if repeated:
-            raise ConfigError(
-                f"{flag} {','.join(map(str, items))} repeats {', '.join(repeated)}; "
-                "each value must appear once (a repeat would count one run twice)"
-            )
+        refuse_repeats(flag, items)
     jobs = args.jobs
     share_threads(overrides, jobs)
     grid = []
@@ -78,13 +76,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 }
                 resolve_config(settings, args.config)  # every run's settings are checked before any starts
                 grid.append((loss, noise, seed, run_dir, settings))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--out {str(out)!r}: cannot create the sweep directory ({exc.strerror or exc}); "
-            "choose another --out"
-        ) from None
+    make_out_dir(out, "sweep")
     settings_path = out / SETTINGS_FILE
     atomic_write_bytes(settings_path, (json.dumps(overrides, indent=2) + "\n").encode())
 
@@ -114,6 +106,27 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_repeats(flag: str, items: list[Any]) -> None:
+    """A grid option must list each value once: a repeat would count one run twice."""
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{flag} {','.join(map(str, items))} repeats {', '.join(repeated)}; "
+            "each value must appear once (a repeat would count one run twice)"
+        )
+
+
+def make_out_dir(out: Path, what: str) -> None:
+    """Create the grid's ``--out`` (and its parents), or say why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {str(out)!r}: cannot create the {what} directory ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
+
+
 def share_threads(overrides: dict[str, Any], jobs: int) -> None:
     """Check ``--jobs`` and, unless ``threads`` is given, split the CPU cores among the jobs."""
     if jobs < 1:
@@ -137,17 +150,20 @@ def execute(
 
     def one(item: tuple[str, Path, dict[str, Any]]) -> None:
         label, run_dir, settings = item
-        if (run_dir / "summary.json").exists():
-            say(f"{label}: finished before, skipped")
-            return
+        finished = (run_dir / "summary.json").exists()
         began = time.perf_counter()
         run = _run_in_process if jobs == 1 else _run_subprocess
+        # A finished run is reused only through the run's own check that its stored settings are
+        # the ones asked for; a run of other settings is refused with the settings that differ.
         error = run(settings, config_file)
         if error:
             failures.append(f"{label}: {error}")
             say(f"{label}: FAILED: {error}")
             return
         summary = json.loads((run_dir / "summary.json").read_text())
+        if finished:
+            say(f"{label}: finished before with these settings, reused")
+            return
         say(f"{label}: test {100 * summary['final']['test_acc']:.2f}% ({time.perf_counter() - began:.1f} s)")
 
     if jobs == 1:
@@ -201,28 +217,46 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def tabulate(grid: list[tuple], losses: list[str], noises: list[str], *, title: str) -> tuple[str, str]:
-    """Markdown and CSV tables of the finished runs: last-epoch test accuracy, mean +- std over seeds.
+#: The tables of a sweep: (title, what each run contributes). "selected" appears only where runs
+#: returned a selected model (``--select holdout``).
+_VIEWS: tuple[tuple[str, str], ...] = (
+    ("last epoch", "last"),
+    ("returned model, chosen by the best held-out noisy accuracy (--select holdout)", "selected"),
+    ("best epoch, for reference only (it is chosen on the clean test labels)", "best"),
+)
 
-    The best mean of each noise column is set in bold. The CSV has one row per (loss, noise) with
-    the number of seeds and the means of the other end-of-run metrics too.
-    """
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for loss, noise, _seed, run_dir, _settings in grid:
-        path = Path(run_dir) / "summary.json"
-        if path.exists():
-            results.setdefault((loss, noise), []).append(json.loads(path.read_text()))
-    cells: dict[tuple[str, str], tuple[float, float, int]] = {}
+
+def _test_accuracy(summary: dict[str, Any], view: str) -> float | None:
+    if view == "last":
+        return summary["final"]["test_acc"]
+    if view == "best":
+        return summary["best_test_acc"]
+    selected = summary.get("selected")
+    return selected["test_acc"] if selected else None
+
+
+def _cells(
+    results: dict[tuple[str, str], list[dict[str, Any]]], view: str
+) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(mean, std, seeds) of the test accuracy (%) per (loss, noise), over the runs that have it."""
+    cells = {}
     for key, summaries in results.items():
-        mean, std = _mean_std([100 * s["final"]["test_acc"] for s in summaries])
-        cells[key] = (mean, std, len(summaries))
+        values = [v for v in (_test_accuracy(s, view) for s in summaries) if v is not None]
+        if values:
+            cells[key] = (*_mean_std([100 * v for v in values]), len(values))
+    return cells
+
+
+def _markdown(
+    cells: dict[tuple[str, str], tuple[float, float, int]], losses: list[str], noises: list[str], title: str
+) -> list[str]:
     best = {
         noise: max((cells[(loss, noise)][0] for loss in losses if (loss, noise) in cells), default=None)
         for noise in noises
     }
+    most = max(c[2] for c in cells.values())
     lines = [
-        f"**{title}**, last epoch"
-        + (", mean ± std over seeds" if len(set(c[2] for c in cells.values()) - {1}) else ""),
+        f"**{title}**" + (", mean ± std over seeds" if len(set(c[2] for c in cells.values()) - {1}) else ""),
         "",
         "| loss | " + " | ".join(noises) + " |",
         "|---|" + "---|" * len(noises),
@@ -235,21 +269,37 @@ def tabulate(grid: list[tuple], losses: list[str], noises: list[str], *, title: 
                 continue
             mean, std, n = cells[(loss, noise)]
             text = f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
-            text += "" if n == max(c[2] for c in cells.values()) else f" (n={n})"
+            text += "" if n == most else f" (n={n})"
             row.append(f"**{text}**" if mean == best[noise] else text)
         lines.append(f"| {loss.upper()} | " + " | ".join(row) + " |")
+    return lines
+
+
+def tabulate(grid: list[tuple], losses: list[str], noises: list[str], *, title: str) -> tuple[str, str]:
+    """Markdown and CSV tables of the finished runs: test accuracy, mean +- std over seeds, of the
+    last epoch, of the returned (selected) model where runs selected one, and of the best epoch.
+
+    The best mean of each noise column is set in bold. The CSV has one row per (loss, noise) with
+    the number of seeds and the means of the other end-of-run metrics too.
+    """
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for loss, noise, _seed, run_dir, _settings in grid:
+        path = Path(run_dir) / "summary.json"
+        if path.exists():
+            results.setdefault((loss, noise), []).append(json.loads(path.read_text()))
+    views = {view: _cells(results, view) for _, view in _VIEWS}
+    lines: list[str] = []
+    for heading, view in _VIEWS:
+        if views[view]:
+            table = _markdown(views[view], losses, noises, f"{title}, {heading}")
+            lines += [*([""] if lines else []), *table]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    fields = ("test_acc", "train_acc_clean", "train_acc_flipped", "memorised")
+    fields = ("train_acc_clean", "train_acc_flipped", "memorised")
     writer.writerow(
         [
-            "loss",
-            "noise",
-            "seeds",
-            "test_mean",
-            "test_std",
-            "best_test_mean",
-            *(f"{f}_mean" for f in fields[1:]),
+            "loss", "noise", "seeds", "test_mean", "test_std", "selected_test_mean", "selected_test_std",
+            "best_test_mean", *(f"{f}_mean" for f in fields),
         ]
     )
     for loss in losses:
@@ -257,23 +307,19 @@ def tabulate(grid: list[tuple], losses: list[str], noises: list[str], *, title: 
             summaries = results.get((loss, noise))
             if not summaries:
                 continue
-            mean, std, n = cells[(loss, noise)]
-            best_mean = statistics.fmean(100 * s["best_test_acc"] for s in summaries)
+            mean, std, n = views["last"][(loss, noise)]
+            selected = views["selected"].get((loss, noise))
             others = [
                 statistics.fmean(
                     100 * (s["final"][f] if s["final"][f] is not None else float("nan")) for s in summaries
                 )
-                for f in fields[1:]
+                for f in fields
             ]
             writer.writerow(
                 [
-                    loss,
-                    noise,
-                    n,
-                    f"{mean:.2f}",
-                    f"{std:.2f}",
-                    f"{best_mean:.2f}",
-                    *(f"{v:.2f}" for v in others),
+                    loss, noise, n, f"{mean:.2f}", f"{std:.2f}",
+                    *(("", "") if selected is None else (f"{m:.2f}" for m in selected[:2])),
+                    f"{views['best'][(loss, noise)][0]:.2f}", *(f"{v:.2f}" for v in others),
                 ]
             )
     return "\n".join(lines) + "\n", buffer.getvalue()

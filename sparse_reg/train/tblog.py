@@ -20,6 +20,7 @@ DIRECTORY = "tensorboard"
 
 _GROUPS = {
     "test_acc": "accuracy",
+    "holdout_acc": "accuracy",
     "train_acc_clean": "accuracy",
     "train_acc_flipped": "accuracy",
     "memorised": "accuracy",

@@ -1,16 +1,22 @@
-r"""``python -m sparse_reg.train tune``: :math:`\lambda_0` and :math:`\tau` chosen from noisy labels alone.
+r"""``python -m sparse_reg.train tune``: :math:`\lambda_0`, :math:`\tau`, schedule chosen on noisy labels.
 
-A fixed fraction ``holdout`` of the *noisy* training set is held out, with its noisy labels, and
-replaces the test set (:func:`sparse_reg.train.data.prepare`), so the clean test set is never
-read. Every point of the grid ``lam0s x taus`` is one full run (the same epochs, seed and other
-settings) on the rest of the training set; the point with the highest last-epoch accuracy on the
-held-out noisy labels wins (ties: the first in grid order). Under symmetric noise with
+A stratified fraction ``holdout`` of the *noisy* training set is held out with its noisy labels
+(:func:`sparse_reg.train.data.holdout_mask`, the same split for every grid point of one seed).
+Every point of the grid ``lam0s x taus x schedules`` is one full run on the rest; its score is the
+held-out noisy accuracy of the model it returns (the selected epoch's with ``--select holdout``,
+else the last epoch's). The clean test set plays no part in the choice. Under symmetric noise with
 :math:`\eta < (K-1)/K` the noisy held-out accuracy is an increasing affine function of the clean
-accuracy, so the choice is the one the clean labels would make (``proofs/theorem3_noisy_selection.py``).
+accuracy, so the ranking is the one the clean labels would give (``proofs/theorem3_noisy_selection.py``).
 
-Budget: the grid costs ``len(lam0s) * len(taus)`` runs, ``--jobs`` at a time; a grid of more than
-``--max-runs`` points is refused before anything runs. A shorter proxy (``--epochs``) keeps the
-preset's :math:`\lambda` range and pace through the progress clock.
+A score measured on :math:`n` held-out labels has the sampling error
+:math:`\mathrm{se}(a) = \sqrt{a(1-a)/n}`. The preset's own point (its :math:`\lambda_0`,
+:math:`\tau` and schedule) is always in the grid; another point is chosen only when it beats it by
+more than the standard error of the difference, :math:`\sqrt{\mathrm{se}(a)^2 + \mathrm{se}(b)^2}`.
+Otherwise the default is kept, and the report says why.
+
+Budget: the grid costs one run per point, ``--jobs`` at a time; a grid of more than ``--max-runs``
+points is refused before anything runs. A shorter proxy (``--epochs``) keeps the preset's
+:math:`\lambda` range and pace through the progress clock.
 
 The chosen settings are printed and written to ``<out>/tuned.json``, a file ``--config`` takes.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from itertools import product
 from pathlib import Path
@@ -27,15 +34,30 @@ from typing import Any
 from sparse_reg.train.checkpoint import atomic_write_bytes
 from sparse_reg.train.cli import overrides_from
 from sparse_reg.train.config import RUNTIME_KEYS, ConfigError, noise_tag, resolve_config
-from sparse_reg.train.sweep import execute, share_threads
+from sparse_reg.train.sweep import execute, make_out_dir, refuse_repeats, share_threads
 
-__all__ = ["DEFAULT_HOLDOUT", "DEFAULT_LAM0S", "DEFAULT_MAX_RUNS", "DEFAULT_TAUS", "TUNED_FILE", "run_tune"]
+__all__ = [
+    "DEFAULT_HOLDOUT",
+    "DEFAULT_LAM0S",
+    "DEFAULT_MAX_RUNS",
+    "DEFAULT_SCHEDULES",
+    "DEFAULT_TAUS",
+    "TUNED_FILE",
+    "run_tune",
+    "sampling_error",
+]
 
 DEFAULT_LAM0S = (1.0, 2.0, 4.0, 8.0)
 DEFAULT_TAUS = (0.1, 0.3, 0.5)
+DEFAULT_SCHEDULES = ("paper",)
 DEFAULT_HOLDOUT = 0.2
 DEFAULT_MAX_RUNS = 16
 TUNED_FILE = "tuned.json"
+
+
+def sampling_error(accuracy: float, n: int) -> float:
+    r"""Standard error :math:`\sqrt{a(1-a)/n}` of an accuracy :math:`a` measured on ``n`` labels."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n) if n else math.inf
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -44,20 +66,13 @@ def run_tune(args: argparse.Namespace) -> int:
     Raises
     ------
     ConfigError
-        The grid cannot run (a loss without ``+sr``, an empty or too large grid, an invalid value)
-        or the held-out fraction is outside (0, 0.5].
+        The grid cannot run (a loss without ``+sr``, a repeating or too large grid, an invalid
+        value, no held-out split, an unwritable ``--out``).
     """
     overrides = overrides_from(args)
-    holdout = overrides.pop("holdout", DEFAULT_HOLDOUT)
-    if not 0 < holdout <= 0.5:
-        raise ConfigError(f"--holdout must be a fraction in (0, 0.5]; got {holdout!r}")
-    lam0s, taus = list(args.lam0s or DEFAULT_LAM0S), list(args.taus or DEFAULT_TAUS)
-    points = list(product(lam0s, taus))
-    if len(points) > args.max_runs:
-        raise ConfigError(
-            f"the grid --lam0s x --taus has {len(points)} points, more than --max-runs {args.max_runs}; "
-            "shrink the grid or raise --max-runs"
-        )
+    overrides.setdefault("holdout", DEFAULT_HOLDOUT)
+    if overrides["holdout"] is None or overrides["holdout"] == 0:
+        raise ConfigError("tune scores a held-out split: --holdout must be a fraction in (0, 0.5)")
     quiet = overrides.pop("quiet", False)
     share_threads(overrides, args.jobs)
     base = resolve_config(overrides, args.config)
@@ -65,59 +80,106 @@ def run_tune(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"tune chooses lam0 and tau of a sparse-regularized loss; --loss {base.loss!r} has no '+sr'"
         )
+    lam0s, taus = list(args.lam0s or DEFAULT_LAM0S), list(args.taus or DEFAULT_TAUS)
+    schedules = list(args.schedules or DEFAULT_SCHEDULES)
+    for flag, items in (("--lam0s", lam0s), ("--taus", taus), ("--schedules", schedules)):
+        refuse_repeats(flag, items)
+    default = (base.lam0, base.tau, base.lam_schedule)
+    points = list(product(lam0s, taus, schedules))
+    if default not in points:
+        points.insert(0, default)  # a choice must beat the default, so the default is scored too
+    if len(points) > args.max_runs:
+        raise ConfigError(
+            f"the grid --lam0s x --taus x --schedules (with the preset's own point) has {len(points)} "
+            f"points, more than --max-runs {args.max_runs}; shrink the grid or raise --max-runs"
+        )
     out = Path(
         overrides.pop("out", None)
         or f"runs/tune-{base.preset}-{base.loss}-{noise_tag(base.noise)}-seed{base.seed}"
     )
     runs = []
-    for lam0, tau in points:
-        run_dir = out / f"lam0-{lam0:g}-tau-{tau:g}"
-        settings = {
-            **overrides, "lam0": lam0, "tau": tau, "holdout": holdout, "out": str(run_dir), "quiet": True
-        }
+    for lam0, tau, schedule in points:
+        # repr keeps distinct numbers apart (0.1 and 0.10000001 print alike with :g).
+        run_dir = out / f"lam0-{lam0!r}-tau-{tau!r}-{schedule}"
+        settings = {**overrides, "lam0": lam0, "tau": tau, "lam_schedule": schedule}
+        settings.update(out=str(run_dir), quiet=True)
         resolve_config(settings, args.config)  # every point is checked before any runs
-        runs.append((f"[{len(runs) + 1}/{len(points)}] lam0={lam0:g} tau={tau:g}", run_dir, settings))
+        label = f"[{len(runs) + 1}/{len(points)}] lam0={lam0:g} tau={tau:g} {schedule}"
+        runs.append((label, run_dir, settings))
+    make_out_dir(out, "tune")
 
     def say(message: str) -> None:
         if not quiet:
             print(message, flush=True)
 
+    holdout = overrides["holdout"]
     say(
-        f"tune: {len(points)} runs ({len(lam0s)} lam0 x {len(taus)} tau) of {base.loss} on "
-        f"{100 * (1 - holdout):g}% of the noisy training set, scored on the other {100 * holdout:g}% "
-        f"(noisy labels), in {out}"
+        f"tune: {len(points)} runs of {base.loss} on {100 * (1 - holdout):g}% of the noisy training set, "
+        f"scored by held-out noisy accuracy on the other {100 * holdout:g}%, in {out}"
     )
     failures = execute(runs, args.jobs, args.config, say)
-    scores = [_held_out_accuracy(run_dir) for _, run_dir, _ in runs]
+    scores = [_held_out_score(run_dir) for _, run_dir, _ in runs]
     if failures or any(score is None for score in scores):
         print(f"{len(failures)} run(s) failed:\n" + "\n".join(failures), file=sys.stderr)
         return 1
-    best = max(range(len(points)), key=lambda i: (scores[i], -i))
-    lam0, tau = points[best]
-    chosen = _tuned_settings(overrides, base.to_dict(), lam0, tau)
+    accuracy = [score[0] for score in scores]  # type: ignore[index]
+    n = scores[0][1]  # type: ignore[index]
+    home = points.index(default)
+    chosen, verdict = _choose(points, accuracy, n, home)
+    lam0, tau, schedule = points[chosen]
+    tuned = _tuned_settings(overrides, base.to_dict(), lam0, tau, schedule)
     path = out / TUNED_FILE
-    atomic_write_bytes(path, (json.dumps(chosen, indent=2) + "\n").encode())
-    table = _table(lam0s, taus, scores)
-    atomic_write_bytes(out / "tune.md", table.encode())
+    atomic_write_bytes(path, (json.dumps(tuned, indent=2) + "\n").encode())
+    table = _table(points, accuracy, n, home, chosen)
+    atomic_write_bytes(out / "tune.md", (table + "\n" + verdict + "\n").encode())
     print(table)
-    print(
-        f"chosen: lam0={lam0:g} tau={tau:g} (held-out noisy accuracy {100 * scores[best]:.2f}%)\n"
-        f"settings: {path}  (train with: python -m sparse_reg.train --config {path})"
-    )
+    print(f"{verdict}\nsettings: {path}  (train with: python -m sparse_reg.train --config {path})")
     return 0
 
 
-def _held_out_accuracy(run_dir: Path) -> float | None:
+def _point(point: tuple[float, float, str]) -> str:
+    return f"lam0={point[0]:g} tau={point[1]:g} {point[2]}"
+
+
+def _choose(
+    points: list[tuple[float, float, str]], accuracy: list[float], n: int, home: int
+) -> tuple[int, str]:
+    """The chosen point (the best, unless within the sampling error of the default) and why."""
+    best = max(range(len(points)), key=lambda i: (accuracy[i], -i))  # ties: the first in grid order
+    error = math.hypot(sampling_error(accuracy[best], n), sampling_error(accuracy[home], n))
+    gap = accuracy[best] - accuracy[home]
+    if gap > error:
+        return best, (
+            f"chosen: {_point(points[best])} (held-out noisy accuracy {100 * accuracy[best]:.2f}%, "
+            f"{100 * gap:.2f} points above the default {_point(points[home])}, more than the "
+            f"{100 * error:.2f}-point sampling error of the difference on {n} held-out labels)"
+        )
+    return home, (
+        f"kept the default: {_point(points[home])} ({100 * accuracy[home]:.2f}%); the best point, "
+        f"{_point(points[best])} ({100 * accuracy[best]:.2f}%), is not above it by more than the "
+        f"{100 * error:.2f}-point sampling error of the difference on {n} held-out labels"
+    )
+
+
+def _held_out_score(run_dir: Path) -> tuple[float, int] | None:
+    """The held-out noisy accuracy of the model the run returned, and the held-out size."""
     path = run_dir / "summary.json"
-    return json.loads(path.read_text())["final"]["test_acc"] if path.exists() else None
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    returned = summary.get("selected") or summary["final"]
+    return returned["holdout_acc"], summary["holdout_size"]
 
 
 def _tuned_settings(
-    overrides: dict[str, Any], resolved: dict[str, Any], lam0: float, tau: float
+    overrides: dict[str, Any], resolved: dict[str, Any], lam0: float, tau: float, schedule: str
 ) -> dict[str, Any]:
     """The run to train: what was given (without where and how it ran), the loss, noise and preset
-    it was tuned for, and the chosen lam0 and tau."""
+    it was tuned for, and the chosen lam0, tau and schedule. The held-out split stays only where
+    the chosen schedule or the selection reads it."""
     given = {k: v for k, v in overrides.items() if k not in RUNTIME_KEYS and k not in ("out", "seed")}
+    if schedule != "auto" and resolved["select"] != "holdout":
+        given.pop("holdout", None)
     return {
         **given,
         "preset": resolved["preset"],
@@ -125,23 +187,24 @@ def _tuned_settings(
         "noise": resolved["noise"],
         "lam0": lam0,
         "tau": tau,
+        "lam_schedule": schedule,
     }
 
 
-def _table(lam0s: list[float], taus: list[float], scores: list[float | None]) -> str:
-    """Markdown: held-out noisy accuracy (%) per lam0 (rows) and tau (columns), the best in bold."""
-    best = max(s for s in scores if s is not None)
+def _table(
+    points: list[tuple[float, float, str]], accuracy: list[float], n: int, home: int, chosen: int
+) -> str:
+    """Markdown: one row per grid point, its held-out noisy accuracy and that score's sampling error."""
     lines = [
-        "**held-out noisy accuracy (%)**, last epoch",
+        f"**held-out noisy accuracy (%)** of each run's returned model, ± its sampling error on {n} labels",
         "",
-        "| lam0 \\ tau | " + " | ".join(f"{t:g}" for t in taus) + " |",
-        "|---|" + "---|" * len(taus),
+        "| lam0 | tau | schedule | held-out noisy accuracy | |",
+        "|---|---|---|---|---|",
     ]
-    for i, lam0 in enumerate(lam0s):
-        cells = []
-        for j in range(len(taus)):
-            score = scores[i * len(taus) + j]
-            text = "–" if score is None else f"{100 * score:.2f}"
-            cells.append(f"**{text}**" if score == best else text)
-        lines.append(f"| {lam0:g} | " + " | ".join(cells) + " |")
+    for i, (lam0, tau, schedule) in enumerate(points):
+        note = ", ".join(word for word, on in (("default", i == home), ("chosen", i == chosen)) if on)
+        score = f"{100 * accuracy[i]:.2f} ± {100 * sampling_error(accuracy[i], n):.2f}"
+        lines.append(
+            f"| {lam0:g} | {tau:g} | {schedule} | {f'**{score}**' if i == chosen else score} | {note} |"
+        )
     return "\n".join(lines) + "\n"

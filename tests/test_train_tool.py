@@ -180,6 +180,8 @@ def test_own_features_hold_out_a_test_set(tmp_path):
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (stored["data"]["train_size"], stored["data"]["test_size"]) == (160, 40)
     assert stored["data"]["image_shape"] == [1, 1, 6]
+    # Own labels are trained as given: no noise is added unless --noise asks for it.
+    assert stored["config"]["noise"] == "none" and stored["data"]["realised_rate"] == 0.0
 
 
 @pytest.mark.parametrize(

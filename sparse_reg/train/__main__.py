@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         summary = run(config, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        # The checkpoint of the last finished epoch is whole (written atomically): say how to go on.
+        _error(f"interrupted; continue with the same command and --resume (run directory {str(config.run_dir)!r})")
+        return 130
     except (RunDirError, CheckpointError, DatasetError, ConfigError, BackendUnavailableError) as exc:
         _error(str(exc))
         return 2

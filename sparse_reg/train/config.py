@@ -365,7 +365,9 @@ def resolve_config(overrides: Mapping[str, Any], config_file: str | Path | None 
     preset = check_preset(layered.get("preset", Config.preset))
     loss = layered.get("loss", Config.loss)
     base, with_sr = parse_loss(loss)
-    noise = check_noise(layered.get("noise", PRESETS[preset].noise))
+    # A user's own data come with their own (real) label noise: none is added unless asked for.
+    default_noise = "none" if layered.get("data") is not None else PRESETS[preset].noise
+    noise = check_noise(layered.get("noise", default_noise))
     values = preset_values(PRESETS[preset], base, with_sr, noise, paper=paper)
     explicit_params = layered.pop("loss_params", {})
     values["loss_params"] = {**values["loss_params"], **explicit_params}

@@ -266,6 +266,35 @@ def test_resume_with_another_split_or_schedule_is_refused_and_overwrite_validate
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def test_stop_after_then_resume_is_the_uninterrupted_run(tmp_path, capsys):
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    assert main(["--out", str(stopped), *TINY[:-1], *LOOP, "--stop-after", "3"]) == 0
+    assert "stopped after epoch 3 of 6 (--stop-after)" in capsys.readouterr().out
+    assert not (stopped / "summary.json").exists() and (stopped / "checkpoint.pt").exists()
+    assert main(["--out", str(stopped), *TINY, *LOOP, "--resume"]) == 0
+    assert main(["--out", str(whole), *TINY, *LOOP]) == 0
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows(stopped) == rows(whole)
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (stopped, whole)]
+    assert summaries[0]["selected"] == summaries[1]["selected"]
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    import sparse_reg.train.loop as loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "run", interrupted)
+    assert main(["--out", str(tmp_path / "r"), *TINY]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted; continue with the same command and --resume" in err[0]
+
+
 def test_a_final_batch_of_one_sample_joins_the_batch_before(tmp_path):
     # 321 training samples in batches of 64: five batches, the last of 65 (BatchNorm needs two).
     assert main(["--out", str(tmp_path / "r"), *TINY, "--noise", "sym:0.4", "--holdout", "0.2"]) == 0
@@ -293,5 +322,7 @@ def test_sweep_tables_the_returned_model_beside_the_last_epoch(tmp_path, capsys)
     assert (out / "sweep.csv").read_text().splitlines()[0].split(",")[5] == "selected_test_mean"
     # The same grid with other settings is not reused: the run refuses, naming what differs.
     capsys.readouterr()
+    settings = (out / "sweep-settings.json").read_text()
     assert main([*argv, "--lr", "0.05"]) == 1
     assert "lr: 0.01 -> 0.05" in capsys.readouterr().err
+    assert (out / "sweep-settings.json").read_text() == settings  # it claims only what the runs hold

@@ -19,10 +19,13 @@ TINY = ["--epochs", "2", "--limit-train", "200", "--threads", "1", "--quiet"]
 def test_tune_runs_the_grid_selects_on_held_out_noise_and_writes_a_config(tmp_path, capsys):
     out = tmp_path / "new" / "tune"  # --out need not exist, with --jobs 2 too
     argv = ["tune", "--loss", "ce+sr", "--noise", "sym:0.4", "--lam0s", "0.5,4", "--taus", "0.5",
-            "--schedules", "paper,auto", "--holdout", "0.3", "--out", str(out), "--jobs", "2", *TINY]
+            "--schedules", "paper,auto", "--holdout", "0.3", "--out", str(out), "--jobs", "2", "--rungs", "1",
+            *TINY]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "held-out noisy accuracy" in printed and "sampling error" in printed
+    # tune is judged on held-out noisy labels only, and says so (the tmp path has "test" in it).
+    assert "test" not in printed.replace(str(tmp_path), "")
     scores, default = {}, (4.0, 0.1, "paper")  # the preset's own point is always scored
     grid = [(lam0, 0.5, schedule) for lam0 in (0.5, 4.0) for schedule in ("paper", "auto")]
     for lam0, tau, schedule in [default, *grid]:
@@ -46,6 +49,26 @@ def test_tune_runs_the_grid_selects_on_held_out_noise_and_writes_a_config(tmp_pa
     # A second call reuses the finished runs and chooses the same.
     assert main(argv) == 0
     assert json.loads((out / "tuned.json").read_text()) == chosen
+
+
+def test_successive_halving_stops_the_worse_half_and_keeps_the_default(tmp_path, capsys):
+    from sparse_reg.train.tune import rung_epochs
+
+    assert rung_epochs(50, 3) == [13, 25, 50] and rung_epochs(2, 3) == [1, 2] and rung_epochs(7, 1) == [7]
+    out = tmp_path / "t"
+    argv = ["tune", "--lam0s", "0.5,1,2,8", "--taus", "0.5", "--out", str(out), "--rungs", "2",
+            *TINY[:-1], "--epochs", "4", "--quiet"]
+    argv.remove("2")  # TINY's --epochs 2 gives way to 4
+    argv.remove("--epochs")
+    assert main(argv) == 0
+    finished = {p.parent.name for p in out.glob("*/summary.json")}
+    stopped = {p.name for p in out.iterdir() if p.is_dir()} - finished
+    assert "lam0-4.0-tau-0.1-paper" in finished  # the default always runs to the end
+    assert len(stopped) == 2 and len(finished) == 3  # 5 points: the better 3 (with the default) go on
+    for name in stopped:
+        rows = (out / name / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == 2  # stopped at the first rung, resumable
+    assert "budget: 16 of 20 epochs (3 points ran to the end)" in capsys.readouterr().out
 
 
 def test_the_default_is_kept_unless_beaten_by_more_than_the_sampling_error():

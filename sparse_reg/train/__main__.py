@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run(config, resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         # The checkpoint of the last finished epoch is whole (written atomically): say how to go on.
-        _error(f"interrupted; continue with the same command and --resume (run directory {str(config.run_dir)!r})")
+        _error(f"interrupted; continue with the same command and --resume (in {str(config.run_dir)!r})")
         return 130
     except (RunDirError, CheckpointError, DatasetError, ConfigError, BackendUnavailableError) as exc:
         _error(str(exc))
@@ -111,7 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return 1
     if _is_main_rank() and not config.quiet:
-        print_summary(summary)
+        if "stopped_after" in summary:
+            print(
+                f"{summary['run_name']}: stopped after epoch {summary['stopped_after']} of {config.epochs} "
+                f"(--stop-after); continue with the same command and --resume"
+            )
+        else:
+            print_summary(summary)
     return 0
 
 

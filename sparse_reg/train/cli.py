@@ -334,6 +334,12 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
         "batch_size, loss_params = {q = 0.7}); command-line options win",
     )
     runtime.add_argument("--quiet", action="store_true", default=None, help="no progress bar and no summary")
+    runtime.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCH",
+        help="stop after this epoch, leaving a run that --resume continues exactly (default: the end)",
+    )
     _add_data_and_logging(parser)
 
 
@@ -505,6 +511,13 @@ def _add_tune(commands: Any) -> None:
         "reads the held-out split)",
     )
     grid.add_argument(
+        "--rungs",
+        type=int,
+        default=3,
+        help="successive halving: score every point at epoch E/2**(R-1), keep the better half (and the "
+        "default), and so on to the end; 1 runs every point to the end (default 3)",
+    )
+    grid.add_argument(
         "--max-runs",
         type=int,
         default=16,
@@ -520,7 +533,7 @@ def _add_tune(commands: Any) -> None:
 #: Option destinations that are not :class:`~sparse_reg.train.config.Config` fields.
 _NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"}
 _NOT_CONFIG |= {"run_dir", "plot"}  # evaluate's arguments
-_NOT_CONFIG |= {"lam0s", "taus", "schedules", "max_runs"}  # tune's grid
+_NOT_CONFIG |= {"lam0s", "taus", "schedules", "rungs", "max_runs"}  # tune's grid
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -42,7 +42,8 @@ MODELS: tuple[str, ...] = ("mlp", "mlp-bn", "mnist-cnn", "cnn8", "resnet34")
 TRAINER_BACKENDS: tuple[str, ...] = tuple(name for name, row in REGISTRY.items() if row.trainer)
 #: Keys that may differ when a run is resumed: they change where and how it runs, not what it computes.
 RUNTIME_KEYS: frozenset[str] = frozenset(
-    {"out", "data_dir", "device", "quiet", "threads"} | {"log_every", "tensorboard", "eval_every"}
+    {"out", "data_dir", "device", "quiet", "threads"}
+    | {"log_every", "tensorboard", "eval_every", "stop_after"}
 )
 
 #: Config fields named differently from the objective parameter they hold.
@@ -145,6 +146,10 @@ class Config:
     deterministic: bool = True
     out: str | None = None
     quiet: bool = False
+    #: Train up to this epoch and stop, leaving a run that ``--resume`` continues exactly (``None``:
+    #: to the end). A runtime setting: the epochs trained are the same either way (``tune``'s
+    #: successive halving stops its grid points this way).
+    stop_after: int | None = None
     # --- the user's own data, progress lines and TensorBoard -----------------------------------
     #: A ``.npz`` file of the user's own data (:mod:`sparse_reg.train.userdata`) in place of the
     #: preset's dataset; the preset still chooses the model family and the hyperparameters.
@@ -466,7 +471,7 @@ def validate(config: Config) -> None:
         config.lt_profile in (None, "exp", "step"),
         f"lt_profile must be 'exp', 'step' or none; got {config.lt_profile!r}",
     )
-    for key in ("limit_train", "limit_test", "threads"):
+    for key in ("limit_train", "limit_test", "threads", "stop_after"):
         value = getattr(config, key)
         need(
             value is None or (isinstance(value, int) and value >= 1),

@@ -350,7 +350,9 @@ def run(
     Returns
     -------
     dict
-        The summary also written to ``summary.json``.
+        The summary also written to ``summary.json``; for a run that ``config.stop_after`` stopped
+        before its last epoch, only ``run_name``, ``run_dir`` and ``stopped_after`` (no summary is
+        written, and ``--resume`` continues the run).
 
     Raises
     ------
@@ -471,8 +473,9 @@ def _run(
     steps = data.steps_per_epoch
     params = [p for p in raw_model.parameters() if p.requires_grad]
     per_step = isinstance(criterion.schedule, LambdaSchedule) and criterion.schedule.unit != "epoch"
+    last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, last_epoch):
             began = time.perf_counter()
             _follow(criterion, epoch, epoch * steps)
             lam, lr = criterion.lam, optimizer.param_groups[0]["lr"]
@@ -562,6 +565,8 @@ def _run(
     finally:
         for listener in (*deciders, *reporters):
             listener.close()
+    if last_epoch < config.epochs:
+        return {"run_name": config.run_name, "run_dir": str(run_dir.resolve()), "stopped_after": last_epoch}
     selector = next((lst for lst in deciders if isinstance(lst, listeners.Selector)), None)
     selected = _select(selector, raw_model, data, ctx, config, run_dir)
     summary = _summary(config, ctx, prepared, history, selected)

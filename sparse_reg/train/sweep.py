@@ -78,7 +78,9 @@ def run_sweep(args: argparse.Namespace) -> int:
                 grid.append((loss, noise, seed, run_dir, settings))
     make_out_dir(out, "sweep")
     settings_path = out / SETTINGS_FILE
-    atomic_write_bytes(settings_path, (json.dumps(overrides, indent=2) + "\n").encode())
+    settings_text = (json.dumps(overrides, indent=2) + "\n").encode()
+    if not settings_path.exists():
+        atomic_write_bytes(settings_path, settings_text)
 
     def say(message: str) -> None:
         if not quiet:
@@ -94,6 +96,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         for index, (loss, noise, seed, run_dir, settings) in enumerate(grid)
     ]
     failures = execute(labelled, jobs, args.config, say)
+    if not failures:
+        # Every run now holds these settings (a run of others is refused, never reused).
+        atomic_write_bytes(settings_path, settings_text)
     markdown, table_csv = tabulate(grid, losses, noises, title=f"{preset}: test accuracy (%)")
     atomic_write_bytes(out / "sweep.md", markdown.encode())
     atomic_write_bytes(out / "sweep.csv", table_csv.encode())
@@ -135,13 +140,21 @@ def share_threads(overrides: dict[str, Any], jobs: int) -> None:
         overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
 
 
+def test_accuracy_line(summary: dict[str, Any]) -> str:
+    """What a sweep says of a finished run: its last-epoch test accuracy."""
+    return f"test {100 * summary['final']['test_acc']:.2f}%"
+
+
 def execute(
     runs: list[tuple[str, Path, dict[str, Any]]],
     jobs: int,
     config_file: str | None,
     say: Callable[[str], None],
+    describe: Callable[[dict[str, Any]], str] = test_accuracy_line,
 ) -> list[str]:
     """Run (or complete) each ``(label, run_dir, settings)``; returns the failures' messages.
+
+    ``describe`` turns a finished run's summary into the words said of it.
 
     A run with a ``summary.json`` is skipped and an interrupted one resumed. With ``jobs == 1`` the
     runs execute one after another in this process, otherwise each is a subprocess, ``jobs`` at a time.
@@ -160,11 +173,15 @@ def execute(
             failures.append(f"{label}: {error}")
             say(f"{label}: FAILED: {error}")
             return
+        if not (run_dir / "summary.json").exists():  # stopped early (stop_after): no summary yet
+            elapsed = time.perf_counter() - began
+            say(f"{label}: stopped after epoch {settings.get('stop_after')} ({elapsed:.1f} s)")
+            return
         summary = json.loads((run_dir / "summary.json").read_text())
         if finished:
             say(f"{label}: finished before with these settings, reused")
             return
-        say(f"{label}: test {100 * summary['final']['test_acc']:.2f}% ({time.perf_counter() - began:.1f} s)")
+        say(f"{label}: {describe(summary)} ({time.perf_counter() - began:.1f} s)")
 
     if jobs == 1:
         for item in runs:

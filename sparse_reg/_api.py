@@ -9,6 +9,7 @@ from typing import Any
 from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 from sparse_reg._reduction import check_reduction
+from sparse_reg._validation import check_flag
 from sparse_reg.backends import library_of, resolve_call
 from sparse_reg.criterion import (
     CRITERION_DEFAULTS,
@@ -253,7 +254,8 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     :func:`loss_and_grad`. ``arguments`` is the caller's own copy of the bound arguments, which is
     emptied here."""
     logits, labels = arguments.pop("logits"), arguments.pop("labels")
-    backend, reduction, fused = arguments.pop("backend"), arguments.pop("reduction"), arguments.pop("fused")
+    backend, reduction = arguments.pop("backend"), arguments.pop("reduction")
+    fused = check_flag("fused", arguments.pop("fused"))
     criterion = _criterion(arguments)
     base_params, lam = arguments.pop("base_params"), arguments.pop("lam")
     objective = _objective(arguments, base_params, lam, is_traced(logits))

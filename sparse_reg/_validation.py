@@ -12,6 +12,20 @@ from sparse_reg._compat import is_traced
 from sparse_reg._numerics import Array
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, where it is one (``True``, ``False``, ``np.True_``, ``np.False_``).
+
+    Raises
+    ------
+    TypeError
+        Anything else (a string such as ``"no"``, a number, ``None``), which would otherwise be
+        read by its truth value.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+
+
 def real_scalar(value: Any) -> float | None:
     """The value of a real, non-boolean scalar held on the host, else ``None``.
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from sparse_reg._reduction import check_reduction
+from sparse_reg._validation import check_flag
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
 from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, prepare
@@ -118,7 +119,7 @@ class SparseRegLoss(torch.nn.Module):
         self._objective = Objective.create(
             base, tau=tau, p=p, lam=self.lam, normalize=normalize, clamp=clamp, **base_params
         )
-        self.fused = fused and torch_backend.supports(self._objective)
+        self.fused = check_flag("fused", fused) and torch_backend.supports(self._objective)
         self.last_base: torch.Tensor | None = None
         self.last_penalty: torch.Tensor | None = None
 

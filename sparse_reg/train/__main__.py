@@ -14,7 +14,9 @@ __all__ = ["main"]
 
 
 def _is_main_rank() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    rank = os.environ.get("RANK", "0").strip()
+    # A RANK that is not a count is reported (by dist.setup) by the process that has it.
+    return rank == "0" or not rank.isdigit()
 
 
 def _error(message: str) -> None:

@@ -226,7 +226,7 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--model", choices=MODELS, help="network (default: the preset's)")
-    optim.add_argument("--epochs", type=int)
+    optim.add_argument("--epochs", type=int, help="epochs of training")
     optim.add_argument("--lr", type=float, help="initial learning rate of SGD")
     optim.add_argument(
         "--lr-schedule", choices=("cosine", "constant"), help="cosine annealing to 0 (default)"
@@ -341,6 +341,32 @@ def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
         help="stop after this epoch, leaving a run that --resume continues exactly (default: the end)",
     )
     _add_data_and_logging(parser)
+    _say_defaults(parser)
+
+
+def _say_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every setting's help says its default: the preset's where the preset sets it (the presets'
+    values are listed below the options), else the configuration's own."""
+    from dataclasses import MISSING, fields
+
+    from sparse_reg.train.config import Config
+    from sparse_reg.train.presets import preset_values
+
+    by_preset = set(preset_values(PRESETS["digits"], "ce", True, "sym:0.4"))
+    defaults = {f.name: f.default for f in fields(Config) if f.default is not MISSING}
+    for action in parser._actions:
+        if action.dest not in defaults or "default" in (action.help or ""):
+            continue
+        said = "the preset's" if action.dest in by_preset else _default_text(defaults[action.dest])
+        action.help = f"{action.help} (default: {said})" if action.help else f"default: {said}"
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 # --- the user's own data, progress lines and TensorBoard ---------------------------------------

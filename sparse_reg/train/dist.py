@@ -85,11 +85,33 @@ class Context:
             torch_dist.destroy_process_group()
 
 
+def _environment_count(name: str, default: int, least: int) -> int:
+    """An integer that ``torchrun`` sets in the environment; anything else is a one-line error."""
+    from sparse_reg.train.config import ConfigError
+
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise ConfigError(
+            f"the environment variable {name}={text!r} must be an integer >= {least} (torchrun sets it)"
+        )
+    return value
+
+
 def setup(device_name: str) -> Context:
-    """Join the ``torchrun`` process group if the environment names one, and pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the ``torchrun`` process group if the environment names one, and pick the device.
+
+    Raises
+    ------
+    ConfigError
+        ``WORLD_SIZE``, ``RANK`` or ``LOCAL_RANK`` is set to something other than a count.
+    """
+    world_size = _environment_count("WORLD_SIZE", 1, 1)
+    rank = _environment_count("RANK", 0, 0)
+    local_rank = _environment_count("LOCAL_RANK", 0, 0)
     device = choose_device(device_name, local_rank)
     if world_size > 1 and not torch_dist.is_initialized():
         if device.type == "cuda":

@@ -1,0 +1,64 @@
+"""Inputs that used to be read by their truth value or crash, and help that did not say its defaults."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sparse_reg as sr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 0, 1, None, np.array([True])])
+def test_fused_must_be_a_bool(flag):
+    logits, labels = np.zeros((2, 3)), np.array([0, 1])
+    with pytest.raises(TypeError, match=r"fused must be True or False; got .* \("):
+        sr.loss(logits, labels, fused=flag)
+
+
+def test_fused_takes_numpy_bools():
+    logits, labels = np.zeros((2, 3)), np.array([0, 1])
+    assert float(sr.loss(logits, labels, fused=np.False_)) == float(sr.loss(logits, labels, fused=True))
+
+
+def test_the_torch_criterion_refuses_a_string_fused():
+    pytest.importorskip("torch")
+    from sparse_reg.nn import SparseRegLoss
+
+    with pytest.raises(TypeError, match="fused must be True or False; got 'no' \\(str\\)"):
+        SparseRegLoss("ce", fused="no")
+
+
+@pytest.mark.parametrize(("name", "value"), [("RANK", "abc"), ("LOCAL_RANK", "-1"), ("WORLD_SIZE", "0")])
+def test_a_torchrun_variable_that_is_not_a_count_exits_2_with_one_line(monkeypatch, capsys, tmp_path, name, value):
+    pytest.importorskip("torch")
+    from sparse_reg.train import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"python -m sparse_reg.train: error: the environment variable {name}={value!r} must be an integer "
+        f">= {1 if name == 'WORLD_SIZE' else 0} (torchrun sets it)"
+    ]
+
+
+def test_help_says_every_settings_default(capsys):
+    pytest.importorskip("torch")
+    from sparse_reg.train.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    for option in ("--epochs EPOCHS", "--lr LR", "--tau TAU", "--lam0 LAM0", "--batch-size BATCH_SIZE"):
+        assert re.search(re.escape(option) + r" [^-]*?\(?default: the preset's\)?", text), option
+    assert "--amp, --no-amp bfloat16 autocast for the model (the loss stays float32) (default: off)" in text
+
+
+def test_no_markdown_line_of_a_formula_starts_a_nested_list():
+    # A continuation line that starts with "+ " becomes a list item and leaves its TeX raw.
+    for page in (REPO / "docs").glob("*.md"):
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            assert not re.match(r"\s+[+*-] \\", line), f"{page.name}:{number}: {line}"

@@ -112,8 +112,8 @@ def test_a_class_with_one_sample_cannot_be_split():
 
 
 def test_prepare_holds_out_noisy_training_samples_and_keeps_the_test_set():
-    full = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 300}))
-    split = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 300, "holdout": 0.2}))
+    full = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 300, "paper": True}))
+    split = prepare(resolve_config({"noise": "sym:0.6", "limit_train": 300, "paper": True, "holdout": 0.2}))
     held = holdout_mask(full.y_noisy, 0.2, seed=0)
     assert split.y_holdout.size == held.sum() and split.y_clean.size == 300 - held.sum()
     np.testing.assert_array_equal(split.x_holdout, full.x_train[held])
@@ -235,8 +235,9 @@ def test_the_paper_switch_gives_the_paper_recipe(tmp_path):
     [
         (["--holdout", "0.5"], "--holdout must be a fraction in [0, 0.5)"),
         (["--holdout", "-0.1"], "--holdout must be a fraction in [0, 0.5)"),
-        (["--lam-schedule", "auto"], "--lam-schedule auto needs a held-out split to read: add --holdout"),
-        (["--select", "holdout"], "--select holdout needs a held-out split to read: add --holdout"),
+        (["--paper", "--lam-schedule", "auto"], "--lam-schedule auto needs a held-out split to read: add --holdout"),
+        (["--paper", "--select", "holdout"], "--select holdout needs a held-out split to read: add --holdout"),
+        (["--holdout", "none", "--lam-schedule", "auto"], "--lam-schedule auto needs a held-out split"),
         (["--holdout", "0.1", "--lam-growth", "1"], "--lam-growth must be a finite number > 1"),
         (["--holdout", "0.1", "--lam-patience", "0"], "--lam-patience must be an integer >= 1"),
         (["--holdout", "0.1", "--lam-max", "1"], "--lam-max must be a finite number >= --lam0"),
@@ -257,7 +258,7 @@ def test_resume_with_another_split_or_schedule_is_refused_and_overwrite_validate
     out = tmp_path / "run"
     assert main(["--out", str(out), *TINY, "--holdout", "0.2"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    for extra in (["--holdout", "0.3"], ["--holdout", "0.2", "--lam-schedule", "auto"]):
+    for extra in (["--holdout", "0.3"], ["--holdout", "0.2", "--lam-schedule", "paper"], ["--paper"]):
         assert main(["--out", str(out), *TINY, *extra, "--resume"]) == 2
         assert "cannot resume" in capsys.readouterr().err
     # A refused --overwrite (its split cannot be drawn) leaves the finished run as it was.
@@ -301,14 +302,24 @@ def test_a_final_batch_of_one_sample_joins_the_batch_before(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["train_size"] == 321
 
 
-def test_a_run_written_before_the_closed_loop_settings_resumes(tmp_path):
+def test_a_run_written_before_the_closed_loop_settings_resumes_with_the_paper_switch(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--out", str(out), *TINY]) == 0
-    stored = json.loads((out / "config.json").read_text())
-    for key in ("lam_schedule", "lam_growth", "lam_patience", "lam_max", "select"):
-        del stored["config"][key]
-    (out / "config.json").write_text(json.dumps(stored))
-    assert main(["--out", str(out), *TINY, "--resume"]) == 0
+    assert main(["--out", str(out), *TINY, "--paper", "--stop-after", "2"]) == 0
+    # As the trainer wrote it before these settings existed: they are missing from the record.
+    for name in ("config.json",):
+        stored = json.loads((out / name).read_text())
+        for key in ("lam_schedule", "lam_growth", "lam_patience", "lam_max", "select", "stop_after"):
+            del stored["config"][key]
+        (out / name).write_text(json.dumps(stored))
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    for key in ("lam_schedule", "lam_growth", "lam_patience", "lam_max", "select", "stop_after"):
+        del saved["config"][key]
+    del saved["listeners"]
+    torch.save(saved, out / "checkpoint.pt")
+    assert main(["--out", str(out), *TINY, "--paper", "--resume"]) == 0
+    # Without the switch the presets' closed loop is asked for, which that run did not compute.
+    assert main(["--out", str(out), *TINY, "--resume"]) == 2
+    assert "lam_schedule: 'paper' -> 'auto'" in capsys.readouterr().err
 
 
 def test_sweep_tables_the_returned_model_beside_the_last_epoch(tmp_path, capsys):

@@ -16,7 +16,8 @@ from sparse_reg.train.config import ConfigError, parse_loss, resolve_config
 from sparse_reg.train.presets import PRESETS
 from sparse_reg.train.report import METRIC_FIELDS
 
-TINY = ["--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--threads", "1", "--quiet"]
+# The paper's recipe: these tests are of its artefacts and errors (the closed loop: test_closed_loop.py).
+TINY = ["--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--threads", "1", "--paper", "--quiet"]
 
 
 def _exit_code(argv: list[str]) -> int:

@@ -34,6 +34,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
         "sparse_reg.train",
         "--device",
         "cpu",
+        "--holdout",
+        "0.1",
         "--epochs",
         "2",
         "--limit-train",
@@ -56,8 +58,11 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
         # All-reduced counts: accuracies are fractions of the whole (unsharded) sets.
         assert round(row["test_acc"] * 101) == pytest.approx(row["test_acc"] * 101, abs=1e-9)
         assert 0.0 <= row["train_acc_clean"] <= 1.0
+        # The held-out split is sharded too, and its counts all-reduced: a fraction of its 31 samples.
+        assert round(row["holdout_acc"] * 31) == pytest.approx(row["holdout_acc"] * 31, abs=1e-9)
+    assert summary["selected"]["epoch"] in (1, 2)
     stored = json.loads((out / "config.json").read_text())
-    assert stored["world_size"] == 2 and stored["data"]["train_size"] == 301
+    assert stored["world_size"] == 2 and stored["data"]["train_size"] == 270
     import torch
 
     saved = torch.load(out / "checkpoint.pt", weights_only=False)

@@ -18,7 +18,7 @@ from sparse_reg.train import main  # noqa: E402
 from sparse_reg.train.evaluate import confusion_matrix  # noqa: E402
 from sparse_reg.train.progress import Progress, format_epoch  # noqa: E402
 
-TINY = ["--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--threads", "1"]
+TINY = ["--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--threads", "1", "--paper"]
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -161,7 +161,8 @@ def test_own_images_train_and_evaluate_on_their_test_split(tmp_path, capsys):
     )
     out = tmp_path / "run"
     assert (
-        main(["--data", str(path), "--out", str(out), "--epochs", "2", "--noise", "sym:0.4", "--quiet"]) == 0
+        main(["--data", str(path), "--out", str(out), "--epochs", "2", "--noise", "sym:0.4", "--paper", "--quiet"])
+        == 0
     )
     stored = json.loads((out / "config.json").read_text())
     assert stored["data"]["dataset"] == "npz:mine" and stored["data"]["train_size"] == 300
@@ -178,7 +179,8 @@ def test_own_features_hold_out_a_test_set(tmp_path):
     np.savez(path, x_train=x, y_train=y, class_names=np.array(["neg", "pos"]))
     assert main(["--data", str(path), "--out", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (stored["data"]["train_size"], stored["data"]["test_size"]) == (160, 40)
+    # 40 for the test set, then 10 % of the other 160, stratified, for the held-out split.
+    assert (stored["data"]["train_size"], stored["data"]["holdout_size"], stored["data"]["test_size"]) == (144, 16, 40)
     assert stored["data"]["image_shape"] == [1, 1, 6]
     # Own labels are trained as given: no noise is added unless --noise asks for it.
     assert stored["config"]["noise"] == "none" and stored["data"]["realised_rate"] == 0.0

@@ -533,8 +533,8 @@ def _add_tune(commands: Any) -> None:
         "--schedules",
         type=_list_of(_choice_of(LAM_SCHEDULES)),
         default=None,
-        help="comma-separated lambda schedule forms to search, of paper and auto (default: paper; auto "
-        "reads the held-out split)",
+        help="comma-separated lambda schedule forms to search, of paper and auto (default: the run's, "
+        "--lam-schedule)",
     )
     grid.add_argument(
         "--rungs",

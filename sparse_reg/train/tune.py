@@ -45,7 +45,6 @@ __all__ = [
     "DEFAULT_HOLDOUT",
     "DEFAULT_LAM0S",
     "DEFAULT_MAX_RUNS",
-    "DEFAULT_SCHEDULES",
     "DEFAULT_TAUS",
     "TUNED_FILE",
     "run_tune",
@@ -55,7 +54,6 @@ __all__ = [
 
 DEFAULT_LAM0S = (1.0, 2.0, 4.0, 8.0)
 DEFAULT_TAUS = (0.1, 0.3, 0.5)
-DEFAULT_SCHEDULES = ("paper",)
 DEFAULT_HOLDOUT = 0.2
 DEFAULT_MAX_RUNS = 16
 TUNED_FILE = "tuned.json"
@@ -87,7 +85,7 @@ def run_tune(args: argparse.Namespace) -> int:
             f"tune chooses lam0 and tau of a sparse-regularized loss; --loss {base.loss!r} has no '+sr'"
         )
     lam0s, taus = list(args.lam0s or DEFAULT_LAM0S), list(args.taus or DEFAULT_TAUS)
-    schedules = list(args.schedules or DEFAULT_SCHEDULES)
+    schedules = list(args.schedules or [base.lam_schedule])
     for flag, items in (("--lam0s", lam0s), ("--taus", taus), ("--schedules", schedules)):
         refuse_repeats(flag, items)
     default = (base.lam0, base.tau, base.lam_schedule)

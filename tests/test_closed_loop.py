@@ -13,7 +13,11 @@ pytest.importorskip("sklearn")
 
 import sparse_reg as sr  # noqa: E402
 from sparse_reg.nn import SparseRegLoss  # noqa: E402
-from sparse_reg.train import listeners, main  # noqa: E402
+from sparse_reg.train import (  # noqa: E402
+    checkpoint,
+    listeners,
+    main,
+)
 from sparse_reg.train.config import ConfigError, resolve_config  # noqa: E402
 from sparse_reg.train.data import holdout_mask, prepare  # noqa: E402
 
@@ -311,7 +315,7 @@ def test_a_run_written_before_the_closed_loop_settings_resumes_with_the_paper_sw
         for key in ("lam_schedule", "lam_growth", "lam_patience", "lam_max", "select", "stop_after"):
             del stored["config"][key]
         (out / name).write_text(json.dumps(stored))
-    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.load(out)
     for key in ("lam_schedule", "lam_growth", "lam_patience", "lam_max", "select", "stop_after"):
         del saved["config"][key]
     del saved["listeners"]

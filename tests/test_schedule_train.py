@@ -10,7 +10,10 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from sparse_reg.schedule import LambdaSchedule
-from sparse_reg.train import main
+from sparse_reg.train import (
+    checkpoint,
+    main,
+)
 from sparse_reg.train.config import ConfigError, resolve_config
 from sparse_reg.train.loop import lambda_schedule
 from sparse_reg.train.presets import PRESETS
@@ -108,9 +111,8 @@ def test_a_run_logs_the_lambda_of_each_epoch_and_resumes_exactly(tmp_path):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     steps = 4  # ceil(200 / 64)
     assert [float(r["lam"]) for r in rows] == [4.0 * 1.5 ** (e * steps // 2) for e in range(3)]
-    import torch
 
-    state = torch.load(out / "checkpoint.pt", weights_only=False)["lambda_schedule"]
+    state = checkpoint.load(out)["lambda_schedule"]
     assert state["unit"] == "step" and state["count"] == 3 * steps - 1
 
 

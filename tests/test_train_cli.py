@@ -10,7 +10,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from sparse_reg.train import main
+from sparse_reg.train import (
+    checkpoint,
+    main,
+)
 from sparse_reg.train.cli import build_parser
 from sparse_reg.train.config import ConfigError, parse_loss, resolve_config
 from sparse_reg.train.presets import PRESETS
@@ -157,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
     )
     assert code == 1
     assert "non-finite in epoch 2" in capsys.readouterr().err
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    saved = checkpoint.load(out)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 

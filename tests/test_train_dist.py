@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from sparse_reg.train import checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,7 +65,6 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert summary["selected"]["epoch"] in (1, 2)
     stored = json.loads((out / "config.json").read_text())
     assert stored["world_size"] == 2 and stored["data"]["train_size"] == 270
-    import torch
 
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    saved = checkpoint.load(out)
     assert len(saved["rng"]) == 2, "every rank's generator state is checkpointed"

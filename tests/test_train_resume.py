@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from sparse_reg.train import main  # noqa: E402
+from sparse_reg.train import checkpoint, main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Small batches make each epoch long enough to be interrupted in the middle of the run.
@@ -65,7 +65,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, loop):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "summary.json").exists(), "the run finished before it could be interrupted"
-    saved = torch.load(killed / "checkpoint.pt", weights_only=False)
+    saved = checkpoint.load(killed)
     assert 1 <= saved["epoch"] < 8
 
     resumed = subprocess.run(

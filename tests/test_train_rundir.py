@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from sparse_reg.train import main  # noqa: E402
+from sparse_reg.train import checkpoint, main  # noqa: E402
 from sparse_reg.train.checkpoint import CHECKPOINT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_a_checkpoint_whose_epoch_disagrees_with_the_metrics_is_refused(finished
     (out / "metrics.jsonl").write_text(rows + rows.replace('"epoch": 1', '"epoch": 2'))
     assert _exit_code(_resume(out)) == 2
     assert "is at epoch 1 but" in capsys.readouterr().err
-    saved = torch.load(out / CHECKPOINT, weights_only=True)
+    saved = checkpoint.load(out)
     saved["epoch"] = 3
     torch.save(saved, out / CHECKPOINT)
     assert _exit_code(_resume(out)) == 2
@@ -117,10 +117,10 @@ def test_a_checkpoint_whose_epoch_disagrees_with_the_metrics_is_refused(finished
 
 
 def test_the_checkpoint_records_a_fingerprint_of_the_settings(finished):
-    saved = torch.load(finished["run"] / CHECKPOINT, weights_only=True)
+    saved = checkpoint.load(finished["run"])
     stored = json.loads((finished["run"] / "config.json").read_text())
     assert len(saved["fingerprint"]) == 64 and stored["fingerprint"] == saved["fingerprint"]
-    other = torch.load(finished["seed1"] / CHECKPOINT, weights_only=True)
+    other = checkpoint.load(finished["seed1"])
     assert other["fingerprint"] != saved["fingerprint"]
 
 

@@ -62,3 +62,38 @@ def test_no_markdown_line_of_a_formula_starts_a_nested_list():
     for page in (REPO / "docs").glob("*.md"):
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
             assert not re.match(r"\s+[+*-] \\", line), f"{page.name}:{number}: {line}"
+
+
+def test_a_flipped_bit_anywhere_in_a_checkpoint_is_refused_with_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from sparse_reg.train import main
+
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--epochs", "3", "--limit-train", "200", "--threads", "1", "--quiet"]
+    assert main([*argv, "--stop-after", "2"]) == 0
+    pristine = (out / "checkpoint.pt").read_bytes()
+    # Positions spread over the file: the archive's records, the state's tensors, its metadata.
+    for position in np.linspace(64, len(pristine) - 64, 11).astype(int):
+        corrupt = bytearray(pristine)
+        corrupt[position] ^= 0x10
+        (out / "checkpoint.pt").write_bytes(bytes(corrupt))
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 2, position
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "checkpoint" in err[0] and ("corrupt" in err[0] or "cannot" in err[0]), err
+    (out / "checkpoint.pt").write_bytes(pristine)
+    assert main([*argv, "--resume"]) == 0
+
+
+def test_evaluate_refuses_a_model_that_is_not_the_one_the_run_wrote(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from sparse_reg.train import main
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--epochs", "1", "--limit-train", "200", "--threads", "1", "--quiet"]) == 0
+    data = bytearray((out / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (out / "model.pt").write_bytes(bytes(data))
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its SHA-256 is not the one its run recorded" in err[0]

@@ -27,6 +27,7 @@ __all__ = [
     "CHECKPOINT",
     "CheckpointError",
     "atomic_write_bytes",
+    "file_sha256",
     "fingerprint",
     "global_rng_state",
     "load",
@@ -138,11 +139,49 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+#: The sealed form of a checkpoint: the :func:`torch.save` bytes of the state, as one uint8 tensor,
+#: beside their SHA-256, so that a flipped bit anywhere in the state is found before it is used.
+SEAL = "sparse_reg.checkpoint.sha256"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (``model.pt``'s is recorded in the summary, checked by ``evaluate``)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def save(run_dir: Path, state: dict[str, Any]) -> None:
-    """Serialise ``state`` with :func:`torch.save` and write it atomically as the run's checkpoint."""
+    """Serialise ``state`` with :func:`torch.save`, seal it with its SHA-256 (:data:`SEAL`) and
+    write it atomically as the run's checkpoint."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
+    payload = buffer.getvalue()
+    sealed = io.BytesIO()
+    torch.save(
+        {
+            "format": SEAL,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+        },
+        sealed,
+    )
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, sealed.getvalue())
+
+
+def _unseal(outer: Any, path: Path) -> Any:
+    """The state inside a sealed checkpoint, checked against its SHA-256; an unsealed one (written
+    before checkpoints were sealed) as it is."""
+    if not (isinstance(outer, dict) and outer.get("format") == SEAL):
+        return outer
+    payload = outer.get("payload")
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8 or payload.ndim != 1:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt (its payload is not a byte string)")
+    data = payload.numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt: its contents do not match the SHA-256 written with "
+            "them; use --overwrite to start the run again"
+        )
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def load(run_dir: Path) -> dict[str, Any] | None:
@@ -151,16 +190,19 @@ def load(run_dir: Path) -> dict[str, Any] | None:
     Raises
     ------
     CheckpointError
-        The file cannot be read, is not a checkpoint of this trainer, or holds anything but
-        tensors and plain data (``weights_only=True`` refuses any other object, so loading a
-        crafted file never executes code).
+        The file cannot be read, its contents do not match their SHA-256 (a sealed checkpoint),
+        it is not a checkpoint of this trainer, or it holds anything but tensors and plain data
+        (``weights_only=True`` refuses any other object, so loading a crafted file never executes
+        code).
     """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
     try:
         # Generator states must stay CPU byte tensors; load_state_dict moves the rest to the device.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _unseal(torch.load(path, map_location="cpu", weights_only=True), path)
+    except CheckpointError:
+        raise
     except Exception as exc:  # any failure to unpickle means the file is not a checkpoint we wrote
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise CheckpointError(

@@ -148,6 +148,7 @@ def evaluate(
         class_names = tuple(str(k) for k in range(num_classes))
     target = choose_device(device)
     model = build_model(config.model, image_shape, num_classes)
+    _check_model_checksum(run_dir)
     try:
         weights = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(weights)
@@ -171,6 +172,22 @@ def evaluate(
     report.write_json(run_dir / "evaluation.json", result)
     plot_confusion(matrix, class_names, Path(plot) if plot else run_dir / "confusion.png", config.run_name)
     return result
+
+
+def _check_model_checksum(run_dir: Path) -> None:
+    """``model.pt`` against the SHA-256 its run recorded in ``summary.json`` (runs that recorded
+    none are read unchecked)."""
+    from sparse_reg.train.checkpoint import file_sha256
+
+    try:
+        recorded = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("model_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, str) and file_sha256(run_dir / "model.pt") != recorded:
+        raise EvaluateError(
+            f"{str(run_dir / 'model.pt')!r} is corrupt or was replaced: its SHA-256 is not the one its run "
+            "recorded in summary.json"
+        )
 
 
 def _which_model(run_dir: Path) -> str:

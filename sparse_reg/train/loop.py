@@ -572,6 +572,7 @@ def _run(
     summary = _summary(config, ctx, prepared, history, selected)
     if ctx.is_main:
         torch.save(raw_model.state_dict(), run_dir / "model.pt")
+        summary["model_sha256"] = checkpoint.file_sha256(run_dir / "model.pt")
         report.write_summary(run_dir, summary)
     return summary
 

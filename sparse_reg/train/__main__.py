@@ -76,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "plot":
+        from sparse_reg.train.plot import plot_windows
+
+        try:
+            written = plot_windows(args.paths, args.out)
+        except ConfigError as exc:
+            _error(str(exc))
+            return 2
+        print("\n".join(str(path) for path in written))
+        return 0
     if args.command == "sweep":
         from sparse_reg.train.sweep import run_sweep
 

@@ -419,6 +419,21 @@ def _add_evaluate(commands: Any) -> None:
     )
 
 
+def _add_plot(commands: Any) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="the timing window of runs or sweeps: test and held-out accuracy, flipped labels fitted, lambda",
+        description="Draw one figure per noise setting of the runs in RUN_OR_SWEEP (run directories, or "
+        "sweep and tune directories holding runs): test accuracy, held-out noisy accuracy, the share "
+        "of flipped training labels fitted, and lambda on a log axis, per epoch, read from each run's "
+        "config.json and metrics.jsonl.",
+    )
+    plot.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run or sweep directories")
+    plot.add_argument(
+        "--out", metavar="DIR", help="where to write window-<noise>.png (default: the first directory)"
+    )
+
+
 # -----------------------------------------------------------------------------------------------
 
 
@@ -462,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     existing.add_argument("--overwrite", action="store_true", help="replace the run in the run directory")
     _add_hyperparameters(parser)
 
-    commands = parser.add_subparsers(dest="command", metavar="{sweep,tune,evaluate}", title="subcommands")
+    commands = parser.add_subparsers(
+        dest="command", metavar="{sweep,tune,evaluate,plot}", title="subcommands"
+    )
     sweep = commands.add_parser(
         "sweep",
         help="grid of losses x noise specs x seeds, resumable, ending in a mean +- std table",
@@ -499,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hyperparameters(sweep)
     _add_tune(commands)
     _add_evaluate(commands)
+    _add_plot(commands)
     return parser
 
 
@@ -558,7 +576,7 @@ def _add_tune(commands: Any) -> None:
 
 #: Option destinations that are not :class:`~sparse_reg.train.config.Config` fields.
 _NOT_CONFIG = {"command", "config", "resume", "overwrite", "losses", "noises", "seeds", "jobs"}
-_NOT_CONFIG |= {"run_dir", "plot"}  # evaluate's arguments
+_NOT_CONFIG |= {"run_dir", "plot", "paths"}  # evaluate's and plot's arguments
 _NOT_CONFIG |= {"lam0s", "taus", "schedules", "rungs", "max_runs"}  # tune's grid
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from sparse_reg.data import load_digits  # noqa: E402
 from sparse_reg.train import main  # noqa: E402
 from sparse_reg.train.evaluate import confusion_matrix  # noqa: E402
 from sparse_reg.train.progress import Progress, format_epoch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["--epochs", "2", "--limit-train", "200", "--limit-test", "100", "--threads", "1", "--paper"]
 
@@ -339,3 +342,21 @@ def test_eval_every_may_change_on_resume_and_is_checked(tmp_path, capsys):
     assert main(["--out", run_dir, *TINY, "--resume", "--quiet"]) == 0
     assert _exit_code(["--out", str(tmp_path / "bad"), *TINY, "--eval-every", "0"]) == 2
     assert "eval_every must be an integer >= 1; got 0" in _one_error_line(capsys)
+
+
+def test_the_tabular_script_writes_standardised_data_files(tmp_path):
+    import importlib.util
+
+    from sparse_reg.train import userdata
+
+    pytest.importorskip("sklearn")
+    spec = importlib.util.spec_from_file_location("make_tabular", REPO / "scripts" / "make_tabular.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = module.write(tmp_path)
+    assert [p.name for p in paths] == ["breast_cancer.npz", "wine.npz"]
+    wine = userdata.load_npz(str(tmp_path / "wine.npz"))
+    assert wine.num_classes == 3 and wine.x_train.shape[0] + wine.x_test.shape[0] == 178
+    flat = np.load(tmp_path / "wine.npz")["x_train"]
+    np.testing.assert_allclose(flat.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(axis=0), 1, atol=1e-5)

@@ -191,6 +191,58 @@ def test_metrics_files_write_the_held_out_column(tmp_path):
     assert "holdout_acc" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
 
 
+def test_progress_lines_forward_steps_epochs_and_close():
+    calls = []
+
+    class _Progress:
+        def step(self):
+            calls.append("step")
+
+        def epoch(self, row):
+            calls.append(("epoch", row["epoch"]))
+
+        def close(self):
+            calls.append("close")
+
+    listener = listeners.ProgressLines(_Progress())
+    listener.step()
+    listener.epoch_end({"epoch": 1}, torch.nn.Linear(1, 1))
+    listener.close()
+    assert calls == ["step", ("epoch", 1), "close"]
+
+
+def test_tensorboard_scalars_log_each_epoch_and_close():
+    logged = []
+
+    class _Board:
+        def epoch(self, row):
+            logged.append(row["epoch"])
+
+        def close(self):
+            logged.append("closed")
+
+    listener = listeners.TensorBoardScalars(_Board())
+    for epoch in (1, 2):
+        listener.epoch_end({"epoch": epoch}, torch.nn.Linear(1, 1))
+    listener.close()
+    assert logged == [1, 2, "closed"]
+
+
+def test_curves_plot_draws_once_at_close_and_not_for_an_empty_history(tmp_path):
+    pytest.importorskip("matplotlib")
+    history: list = []
+    listeners.CurvesPlot(tmp_path, history, "empty").close()
+    assert not (tmp_path / "curves.png").exists()
+    history.append({"epoch": 1, "lr": 0.1, "lam": 4.0, "loss": 1.0, "base": 1.0, "sr_term": 0.5, "penalty": 0.1,
+                    "test_acc": 0.5, "holdout_acc": 0.3, "train_acc_clean": 0.6, "train_acc_flipped": 0.2,
+                    "memorised": 0.1, "seconds": 1.0})
+    plot = listeners.CurvesPlot(tmp_path, history, "one epoch")
+    plot.epoch_end(history[0], torch.nn.Linear(1, 1))
+    assert not (tmp_path / "curves.png").exists()  # drawn when the run stops, not every epoch
+    plot.close()
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # --- the trainer --------------------------------------------------------------------------------
 
 

@@ -360,3 +360,27 @@ def test_the_tabular_script_writes_standardised_data_files(tmp_path):
     flat = np.load(tmp_path / "wine.npz")["x_train"]
     np.testing.assert_allclose(flat.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(flat.std(axis=0), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "needle"),
+    [
+        ("config", "limit_test", -5, "limit_test must be an integer >= 1; got -5"),
+        ("config", "lr", "x", "lr must be a number; got 'x'"),
+        ("config", "model", "mlp9", "unknown model 'mlp9'"),
+        ("data", "std", [0.0], "data.std must be > 0 in every channel"),
+        ("data", "mean", [float("nan")], "data.mean must be 1 finite number(s)"),
+        ("data", "image_shape", [1, -8, 8], "data.image_shape must be three integers >= 1"),
+        ("data", "num_classes", 1, "data.num_classes must be an integer >= 2"),
+    ],
+)
+def test_evaluate_checks_the_stored_settings_as_the_trainer_does(tmp_path, capsys, section, key, value, needle):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY, "--epochs", "1", "--quiet"]) == 0
+    stored = json.loads((out / "config.json").read_text())
+    stored[section][key] = value
+    (out / "config.json").write_text(json.dumps(stored))
+    capsys.readouterr()
+    assert _exit_code(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "settings the trainer would refuse" in err[0], err

@@ -31,6 +31,7 @@ __all__ = [
     "TRAINER_BACKENDS",
     "Config",
     "ConfigError",
+    "check_settings",
     "load_config_file",
     "parse_loss",
     "resolve_config",
@@ -299,6 +300,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 #: Keys a settings table may hold besides the :class:`Config` fields: ``paper`` (a bool) asks for
 #: the paper's recipe in place of the preset's closed loop, as ``--paper`` does.
 _DIRECTIVES = frozenset({"paper"})
+
+
+def check_settings(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` checked for unknown keys and against the :class:`Config` field types, as a
+    ``--config`` file is; ``where`` names the source in the message.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, or a value of the wrong type.
+    """
+    _check_keys(values, where)
+    return _check_types(values, where)
 
 
 def _check_keys(values: Mapping[str, Any], where: str) -> None:

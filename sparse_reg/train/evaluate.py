@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from sparse_reg.train import report, userdata
-from sparse_reg.train.config import Config, ConfigError
+from sparse_reg.train.config import Config, ConfigError, check_settings, validate
 from sparse_reg.train.data import load_dataset, normalise
 from sparse_reg.train.dist import choose_device
 from sparse_reg.train.models import build_model
@@ -47,18 +48,49 @@ def _stored_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
                 f"{str(run_dir)!r} holds no finished run: {name} is missing (a run writes model.pt "
                 "when it finishes)"
             )
+    path = run_dir / "config.json"
     try:
-        stored = json.loads((run_dir / "config.json").read_text())
+        stored = json.loads(path.read_text(encoding="utf-8"))
         known = {f.name for f in dataclasses.fields(Config)}
-        config = Config(**{k: v for k, v in stored["config"].items() if k in known})
+        # Checked as the trainer checks its own settings: types, then ranges and choices.
+        values = check_settings({k: v for k, v in stored["config"].items() if k in known}, "the run")
+        config = Config(**values)
+        validate(config)
         record = stored["data"]
-        for key in ("image_shape", "num_classes", "mean", "std"):
-            record[key]
-    except (ValueError, KeyError, TypeError) as exc:
+        _check_record(record)
+    except ConfigError as exc:
+        raise EvaluateError(f"{str(path)!r} holds settings the trainer would refuse: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EvaluateError(
-            f"{str(run_dir / 'config.json')!r} is not a run's config.json this version can read ({exc})"
+            f"{str(path)!r} is not a run's config.json this version can read ({exc})"
         ) from None
     return config, record
+
+
+def _check_record(record: Any) -> None:
+    """The data record ``evaluate`` rebuilds the model and its input from: shapes and statistics."""
+    shape, classes = record["image_shape"], record["num_classes"]
+    mean, std = record["mean"], record["std"]
+
+    def counts(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    def finite(values: Any) -> bool:
+        return isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        )
+
+    if not (isinstance(shape, list) and len(shape) == 3 and all(counts(v) for v in shape)):
+        raise ConfigError(f"data.image_shape must be three integers >= 1; got {shape!r}")
+    if not (counts(classes) and classes >= 2):
+        raise ConfigError(f"data.num_classes must be an integer >= 2; got {classes!r}")
+    for name, values in (("mean", mean), ("std", std)):
+        if not (finite(values) and len(values) == shape[0]):
+            raise ConfigError(
+                f"data.{name} must be {shape[0]} finite number(s), one per channel; got {values!r}"
+            )
+    if any(v <= 0 for v in std):
+        raise ConfigError(f"data.std must be > 0 in every channel; got {std!r}")
 
 
 def _test_set(config: Config, data: str | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

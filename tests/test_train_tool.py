@@ -289,6 +289,37 @@ def test_tensorboard_logs_every_epoch_and_overwrite_removes_it(tmp_path):
     assert not (out / "tensorboard").exists()
 
 
+def test_an_epoch_whose_metrics_a_kill_lost_is_written_again_on_resume(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sparse_reg.train import listeners
+
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    argv = [*TINY, "--epochs", "3", "--quiet", "--tensorboard"]
+    write = listeners.MetricsFiles.epoch_end
+
+    def killed_at_the_last_epoch(self, row, model):
+        if row["epoch"] == 3:  # its checkpoint is written; no reporter has written it yet
+            raise KeyboardInterrupt
+        write(self, row, model)
+
+    monkeypatch.setattr(listeners.MetricsFiles, "epoch_end", killed_at_the_last_epoch)
+    assert main(["--out", str(out), *argv]) == 130
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    monkeypatch.undo()
+    assert main(["--out", str(out), *argv, "--resume"]) == 0
+    assert main(["--out", str(whole), *argv]) == 0
+
+    def metrics(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert metrics(out) == metrics(whole)
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [s.step for s in events.Scalars("accuracy/test_acc")] == [1, 2, 3]  # each epoch once
+
+
 def test_run_files_follow_the_umask(tmp_path):
     previous = os.umask(0o027)
     try:

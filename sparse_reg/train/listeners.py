@@ -60,6 +60,10 @@ class Listener:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state :meth:`state_dict` gave (a resumed run)."""
 
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        """A resumed run starts with this history; a reporter writes again what a kill between the
+        checkpoint and its own write of the last epoch may have lost."""
+
     def close(self) -> None:
         """The run stopped (finished, failed or interrupted)."""
 
@@ -150,6 +154,9 @@ class MetricsFiles(Listener):
     def epoch_end(self, row: dict[str, Any], model: torch.nn.Module) -> None:
         report.write_metrics(self.run_dir, self.history)
 
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        report.write_metrics(self.run_dir, history)  # the checkpoint is written first: it may lead by one
+
 
 class ProgressLines(Listener):
     """The progress display (:class:`~sparse_reg.train.progress.Progress`): bar or lines."""
@@ -175,6 +182,10 @@ class TensorBoardScalars(Listener):
 
     def epoch_end(self, row: dict[str, Any], model: torch.nn.Module) -> None:
         self.board.epoch(row)
+
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        if history:
+            self.board.epoch(history[-1])  # purged on opening (TensorBoardLog), logged once again
 
     def close(self) -> None:
         self.board.close()

@@ -8,7 +8,9 @@ a second run gets.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 try:
@@ -16,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: runs are not protected from each other
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILE", "RunDirInUseError", "RunDirLock"]
+__all__ = ["LOCK_FILE", "RunDirInUseError", "RunDirLock", "waiting_lock"]
 
 #: File name of the lock inside the run directory.
 LOCK_FILE = "run.lock"
@@ -81,3 +83,19 @@ class RunDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` for the ``with`` block, waiting for another holder to finish.
+
+    For short writes that several processes may make at once (a sweep's tables): unlike
+    :class:`RunDirLock` it waits instead of refusing.
+    """
+    fd = os.open(Path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

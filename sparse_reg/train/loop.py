@@ -470,6 +470,9 @@ def _run(
         }
         report.write_config(run_dir, config.to_dict(), extra)
     reporters = _reporters(config, ctx, run_dir, history, start_epoch, data.steps_per_epoch, progress)
+    if saved is not None:
+        for listener in reporters:
+            listener.resumed(history)
     steps = data.steps_per_epoch
     params = [p for p in raw_model.parameters() if p.requires_grad]
     per_step = isinstance(criterion.schedule, LambdaSchedule) and criterion.schedule.unit != "epoch"

@@ -28,6 +28,7 @@ from typing import Any
 from sparse_reg.train.checkpoint import atomic_write_bytes
 from sparse_reg.train.cli import overrides_from
 from sparse_reg.train.config import ConfigError, noise_tag, resolve_config
+from sparse_reg.train.lock import waiting_lock
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -45,6 +46,8 @@ DEFAULT_LOSSES = ("ce", "ce+sr", "fl", "fl+sr", "gce", "gce+sr")
 DEFAULT_NOISES = ("sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8", "asym:0.4")
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS_FILE = "sweep-settings.json"
+#: The lock file under which the tables are written.
+TABLES_LOCK = "sweep.lock"
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -99,9 +102,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not failures:
         # Every run now holds these settings (a run of others is refused, never reused).
         atomic_write_bytes(settings_path, settings_text)
-    markdown, table_csv = tabulate(grid, losses, noises, title=f"{preset}: test accuracy (%)")
-    atomic_write_bytes(out / "sweep.md", markdown.encode())
-    atomic_write_bytes(out / "sweep.csv", table_csv.encode())
+    # Two sweeps on one --out may finish together: each reads every run and writes both tables
+    # under one lock, so the tables always come from one reading.
+    with waiting_lock(out / TABLES_LOCK):
+        markdown, table_csv = tabulate(grid, losses, noises, title=f"{preset}: test accuracy (%)")
+        atomic_write_bytes(out / "sweep.md", markdown.encode())
+        atomic_write_bytes(out / "sweep.csv", table_csv.encode())
     say("")
     say(markdown)
     say(f"tables: {out / 'sweep.md'}, {out / 'sweep.csv'}")

@@ -43,7 +43,9 @@ class TensorBoardLog:
     run_dir
         The run directory.
     start_epoch
-        Epochs already done (a resumed run): events a crashed run logged past it are purged.
+        Epochs already done (a resumed run): events a crashed run logged at or past its last
+        epoch are purged, and the run logs that epoch again (a kill between the checkpoint and the
+        events of an epoch would otherwise lose it).
 
     Raises
     ------
@@ -59,7 +61,7 @@ class TensorBoardLog:
                 "--tensorboard needs the tensorboard package: pip install 'sparse_reg[tensorboard]'"
             ) from None
         self.writer = SummaryWriter(
-            log_dir=str(Path(run_dir) / DIRECTORY), purge_step=start_epoch + 1 if start_epoch else None
+            log_dir=str(Path(run_dir) / DIRECTORY), purge_step=start_epoch if start_epoch else None
         )
 
     def epoch(self, row: dict[str, Any]) -> None:

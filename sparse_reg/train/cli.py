@@ -483,9 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep",
         help="grid of losses x noise specs x seeds, resumable, ending in a mean +- std table",
-        description="Run every combination of --losses, --noises and --seeds (finished runs are skipped, "
-        "interrupted ones resumed) and write sweep.md and sweep.csv with the final test accuracy as "
-        "mean +- std over the seeds. Every other option applies to all runs.",
+        description="Run every combination of --losses, --noises and --seeds (finished runs with the "
+        "same settings are reused, interrupted ones resumed, runs of other settings refused) and write "
+        "sweep.md and sweep.csv with the test accuracy of the last epoch, the returned model and the "
+        "best epoch as mean +- std over the seeds. Every other option applies to all runs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     grid = sweep.add_argument_group("grid")

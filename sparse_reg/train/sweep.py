@@ -1,8 +1,9 @@
 """``python -m sparse_reg.train sweep``: a grid of losses x noise specs x seeds, as the paper's tables.
 
 Each run has its own directory ``<out>/<loss>-<noise>-seed<k>``. A finished run (one with a
-``summary.json``) is skipped and an interrupted one resumed, so the sweep command can simply be run
-again. With ``--jobs 1`` the runs execute one after another in this process; with ``--jobs J`` each
+``summary.json``) is reused and an interrupted one resumed, so the sweep command can simply be run
+again; either only when its stored settings are the ones asked for (a run of other settings is
+refused, naming what differs, and the sweep ends with status 1). With ``--jobs 1`` the runs execute one after another in this process; with ``--jobs J`` each
 run is a subprocess, ``J`` at a time (on a CPU each gets ``cores // J`` threads). The sweep ends by
 writing ``sweep.md`` and ``sweep.csv``: the test accuracy of the last epoch, of the returned model
 where the runs select one (``--select holdout``), and of the best epoch for reference, as mean +-
@@ -162,7 +163,8 @@ def execute(
 
     ``describe`` turns a finished run's summary into the words said of it.
 
-    A run with a ``summary.json`` is skipped and an interrupted one resumed. With ``jobs == 1`` the
+    A run with a ``summary.json`` is reused and an interrupted one resumed, each only when its
+    stored settings are those asked for. With ``jobs == 1`` the
     runs execute one after another in this process, otherwise each is a subprocess, ``jobs`` at a time.
     """
     failures: list[str] = []

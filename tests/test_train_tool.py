@@ -138,6 +138,12 @@ def test_evaluate_loads_weights_only(tmp_path, capsys):
     _Executes.target = str(tmp_path / "executed")
     torch.save({"weights": _Executes()}, out / "model.pt")
     assert _exit_code(["evaluate", str(out)]) == 2
+    assert "its SHA-256 is not the one its run recorded" in _one_error_line(capsys)
+    # A run that recorded no checksum (written before they were): weights_only still refuses it.
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["model_sha256"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert _exit_code(["evaluate", str(out)]) == 2
     assert "does not hold weights" in _one_error_line(capsys)
     assert not (tmp_path / "executed").exists()
 

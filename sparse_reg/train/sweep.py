@@ -3,8 +3,9 @@
 Each run has its own directory ``<out>/<loss>-<noise>-seed<k>``. A finished run (one with a
 ``summary.json``) is reused and an interrupted one resumed, so the sweep command can simply be run
 again; either only when its stored settings are the ones asked for (a run of other settings is
-refused, naming what differs, and the sweep ends with status 1). With ``--jobs 1`` the runs execute one after another in this process; with ``--jobs J`` each
-run is a subprocess, ``J`` at a time (on a CPU each gets ``cores // J`` threads). The sweep ends by
+refused, naming what differs, and the sweep ends with status 1). With ``--jobs 1`` the runs
+execute one after another in this process; with ``--jobs J`` each run is a subprocess, ``J`` at a
+time (on a CPU each gets ``cores // J`` threads). The sweep ends by
 writing ``sweep.md`` and ``sweep.csv``: the test accuracy of the last epoch, of the returned model
 where the runs select one (``--select holdout``), and of the best epoch for reference, as mean +-
 sample standard deviation over the seeds.

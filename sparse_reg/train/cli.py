@@ -41,7 +41,8 @@ _EPILOG = textwrap.dedent(
     noise specs: {noise}; RATE in [0, 1). asym uses the dataset's class map.
 
     examples:
-      python -m sparse_reg.train                                  # digits, CE+SR, sym:0.6
+      python -m sparse_reg.train                                  # digits, CE+SR, sym:0.6, closed loop
+      python -m sparse_reg.train --paper                          # the paper's recipe exactly
       python -m sparse_reg.train --loss ce --out runs/ce-baseline # the baseline to compare with
       python -m sparse_reg.train --preset fashion-mnist --loss gce+sr --noise asym:0.4 --epochs 10
       python -m sparse_reg.train --resume                         # continue an interrupted run
@@ -49,12 +50,15 @@ _EPILOG = textwrap.dedent(
       python -m sparse_reg.train --data mine.npz --preset mnist   # your own data (keys: docs/trainer.md)
       python -m sparse_reg.train sweep --losses ce,ce+sr --noises sym:0.4,sym:0.8 --seeds 0,1,2
       python -m sparse_reg.train tune --loss ce+sr --noise sym:0.8 --jobs 2   # lam0, tau from noisy data
+      python -m sparse_reg.train plot runs/sweep-digits           # the timing window, per noise setting
       torchrun --nproc-per-node 2 -m sparse_reg.train --preset cifar10   # DDP, one process per GPU
 
     Each run directory holds config.json, metrics.csv, metrics.jsonl, curves.png, summary.json,
-    summary.md, checkpoint.pt (rewritten atomically every epoch) and model.pt (final weights);
+    summary.md, checkpoint.pt (rewritten atomically every epoch, sealed with its SHA-256) and
+    model.pt (the returned weights; model-last.pt the last epoch's when they differ);
     evaluate adds evaluation.json and confusion.png, --tensorboard a tensorboard/ directory.
-    Exit status: 0 done, 1 the loss became non-finite, 2 invalid input (options, data, run directory).
+    Exit status: 0 done, 1 the loss became non-finite (or, for sweep and tune, a run failed), 2 invalid
+    input (options, data, run directory), 130 interrupted (Ctrl-C; --resume continues).
     """
 )
 

@@ -6,15 +6,17 @@ from typing import Any
 
 import torch
 
+from sparse_reg._frozen import FrozenMapping
 from sparse_reg._reduction import check_reduction
 from sparse_reg._validation import check_flag
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
 from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, prepare
+from sparse_reg.losses import get_loss
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
 
-__all__ = ["SparseRegLoss"]
+__all__ = ["SAFE_GLOBALS", "SparseRegLoss"]
 
 #: The array-API namespace of torch tensors (looked up once: it is the same for every tensor).
 _TORCH_NAMESPACE = array_namespace(torch.empty(0))
@@ -58,7 +60,9 @@ class SparseRegLoss(torch.nn.Module):
       operators, with the same NaN rule for labels.
     * ``copy.deepcopy``, ``pickle``, ``torch.save`` and ``torch.optim.swa_utils.AveragedModel``
       copy the module with its schedule and :math:`\lambda`; a registered base loss is pickled by
-      name, so it must be registered where the copy is loaded.
+      name, so it must be registered where the copy is loaded. The classes a pickled criterion is
+      made of are registered with ``torch.serialization.add_safe_globals`` (:data:`SAFE_GLOBALS`),
+      so ``torch.load(weights_only=True)`` of a model holding one needs no allowlist of ours.
     * Autocast: 16-bit logits are computed in float32, the value is float32 and the gradient has
       the logits' dtype.
 
@@ -182,3 +186,14 @@ class SparseRegLoss(torch.nn.Module):
             f"base={o.base.name!r}, tau={o.tau}, p={o.p}, schedule={self.schedule}, "
             f"normalize={o.normalize}, clamp={o.clamp}, reduction={self.reduction!r}{params}"
         )
+
+
+#: What a pickled :class:`SparseRegLoss` is made of besides torch's own classes: the module, the
+#: plain-data classes it holds, and ``get_loss``, which only looks a registered loss up by name.
+#: Registered as safe, so ``torch.load(weights_only=True)`` of a model holding the criterion needs
+#: no allowlist of the user's (once ``sparse_reg.nn`` is imported).
+SAFE_GLOBALS: tuple[Any, ...] = (
+    SparseRegLoss, Objective, LambdaSchedule, AdaptiveLambda, FrozenMapping, get_loss
+)
+if hasattr(torch.serialization, "add_safe_globals"):
+    torch.serialization.add_safe_globals(list(SAFE_GLOBALS))

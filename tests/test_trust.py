@@ -97,3 +97,30 @@ def test_evaluate_refuses_a_model_that_is_not_the_one_the_run_wrote(tmp_path, ca
     assert main(["evaluate", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its SHA-256 is not the one its run recorded" in err[0]
+
+
+def test_a_pickled_criterion_loads_with_weights_only_and_no_allowlist_of_ours(tmp_path):
+    torch = pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from sparse_reg.nn import SparseRegLoss
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    model.criterion = SparseRegLoss("gce", q=0.7, weight=torch.ones(3), schedule=sr.AdaptiveLambda(1.0, 8.0))
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    # A fresh process, where only torch's own module classes are allowlisted by the user.
+    code = (
+        "import torch, sparse_reg.nn\n"
+        "with torch.serialization.safe_globals([torch.nn.Sequential, torch.nn.Linear]):\n"
+        f"    model = torch.load({str(path)!r}, weights_only=True)\n"
+        "x, y = torch.zeros(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])\n"
+        "print(float(model.criterion(x, y)), type(model.criterion.schedule).__name__)\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, schedule = result.stdout.split()
+    x, y = torch.zeros(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    assert float(value) == pytest.approx(float(model.criterion(x, y))) and schedule == "AdaptiveLambda"

@@ -473,6 +473,8 @@ def _run(
     if saved is not None:
         for listener in reporters:
             listener.resumed(history)
+    # Only the listeners that use it are called on every optimizer step (the hot loop).
+    steppers = [lst for lst in reporters if type(lst).step is not listeners.Listener.step]
     steps = data.steps_per_epoch
     params = [p for p in raw_model.parameters() if p.requires_grad]
     per_step = isinstance(criterion.schedule, LambdaSchedule) and criterion.schedule.unit != "epoch"
@@ -510,7 +512,7 @@ def _run(
                 )
                 bad = ~torch.isfinite(terms.value.detach())
                 first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                for listener in reporters:
+                for listener in steppers:
                     listener.step()
             scheduler.step()
             ctx.all_reduce_sum(sums)

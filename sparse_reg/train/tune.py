@@ -186,10 +186,14 @@ def _halve(
     return alive, [], spent
 
 
+def _returned_held_out(summary: dict[str, Any]) -> float:
+    """The held-out noisy accuracy of the model a run returned (the selected epoch's, else the last)."""
+    return (summary.get("selected") or summary["final"])["holdout_acc"]
+
+
 def _held_out_line(summary: dict[str, Any]) -> str:
     # tune never reports the test set: its runs are judged on the held-out noisy labels only.
-    returned = summary.get("selected") or summary["final"]
-    return f"held-out noisy accuracy {100 * returned['holdout_acc']:.2f}%"
+    return f"held-out noisy accuracy {100 * _returned_held_out(summary):.2f}%"
 
 
 def _rung_score(run_dir: Path, select: str, epoch: int) -> float:
@@ -230,8 +234,7 @@ def _held_out_score(run_dir: Path) -> tuple[float, int] | None:
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    returned = summary.get("selected") or summary["final"]
-    return returned["holdout_acc"], summary["holdout_size"]
+    return _returned_held_out(summary), summary["holdout_size"]
 
 
 def _tuned_settings(

@@ -33,7 +33,7 @@ from sparse_reg.train.data import DeviceData, prepare
 from sparse_reg.train.dist import Context, setup
 from sparse_reg.train.lock import RunDirInUseError, RunDirLock
 from sparse_reg.train.losses import Criterion
-from sparse_reg.train.models import build_model
+from sparse_reg.train.models import build_model, memory_format
 from sparse_reg.train.presets import PRESETS
 from sparse_reg.train.progress import Progress
 
@@ -413,7 +413,8 @@ def _run(
         world_size=ctx.world_size,
         seed=_stream_seed(config.seed, ctx.rank),
     )
-    raw_model = _build_model(config, data.image_shape, prepared.num_classes).to(ctx.device)
+    raw_model = _build_model(config, data.image_shape, prepared.num_classes)
+    raw_model = raw_model.to(ctx.device, memory_format=memory_format(raw_model, ctx.device))
     schedule = lambda_schedule(config, data.steps_per_epoch, int(prepared.y_clean.size))
     # Everything is validated: only now may --overwrite remove the old run.
     if state == "overwrite" and ctx.is_main:

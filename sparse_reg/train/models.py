@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CNN8", "MLP", "MNISTCNN", "ResNet34", "build_model"]
+__all__ = ["CNN8", "MLP", "MNISTCNN", "ResNet34", "build_model", "memory_format"]
 
 
 class MLP(nn.Module):
@@ -161,3 +161,16 @@ def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int) 
     else:
         raise ValueError(f"unknown model {name!r}; valid models: mlp, mlp-bn, mnist-cnn, cnn8, resnet34")
     return initialise(model)
+
+
+def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """The memory format to train ``model`` in on ``device``.
+
+    ``torch.channels_last`` for a convolutional model on the CPU, where oneDNN's NHWC convolutions
+    made a training step of the MNIST CNN 1.26x as fast on one thread
+    (``benchmarks/trainer_throughput.py``, ``docs/benchmarks.md``); the default contiguous format
+    elsewhere, where no measurement showed a gain. A convolution whose weight is channels-last
+    gives a channels-last output, so the batches need no conversion.
+    """
+    convolutional = any(isinstance(module, nn.Conv2d) for module in model.modules())
+    return torch.channels_last if convolutional and device.type == "cpu" else torch.contiguous_format

@@ -1,4 +1,5 @@
-"""The documentation's formulas render with no network (docs/check_offline.py and docs/conf.py)."""
+"""The built documentation: formulas render with no network, no raw TeX shows, every internal link
+resolves (docs/check_offline.py, docs/check_links.py and docs/conf.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("check_offline", ROOT / "docs" / "check_offline.py")
-check_offline = importlib.util.module_from_spec(_spec)
-sys.modules["check_offline"] = check_offline  # dataclasses look their module up there
-_spec.loader.exec_module(check_offline)
+
+
+def _load(name: str):
+    """The script ``docs/<name>.py`` as a module (docs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+check_offline = _load("check_offline")
+check_links = _load("check_links")
 
 RENDERED = """<html><head><script src="_static/mathjax/tex-chtml.js"></script></head><body>
 <nav><span class="math notranslate"><mjx-container class="MathJax"><mjx-math>p</mjx-math>
@@ -85,3 +95,44 @@ def test_formulas_render_in_a_browser_with_the_network_off(tmp_path):
     problems = check_offline.check(site, check_offline.find_browser())
     assert "index.html: 0 of 2 formulas rendered" in problems
     assert any("raw LaTeX left in a formula" in p for p in problems)
+
+
+def _write_site(root: Path, pages: dict[str, str]) -> Path:
+    for name, body in pages.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"<html><body>{body}</body></html>")
+    return root
+
+
+def test_a_link_to_a_missing_anchor_or_page_is_reported(tmp_path):
+    site = _write_site(
+        tmp_path,
+        {
+            "index.html": '<a href="api/core.html#sparse_reg.loss">ok</a> <a href="#top">ok</a>'
+            '<span id="top"></span> <a href="api/core.html#sparse_reg.lambda_at">broken</a>'
+            '<a href="gone.html">missing</a> <a href="https://example.org/#x">external</a>',
+            "api/core.html": '<dt id="sparse_reg.loss">loss</dt><a href="../index.html#top">ok</a>'
+            '<a href="../_images/plot.png">ok</a><a href="./">missing</a><a name="old"></a>'
+            '<a href="#old">ok</a>',
+            "_images/plot.png": "",
+        },
+    )
+    assert check_links.check(site) == [
+        "api/core.html: ./ (no file api/index.html)",
+        "index.html: api/core.html#sparse_reg.lambda_at (no id 'sparse_reg.lambda_at' in api/core.html)",
+        "index.html: gone.html (no file gone.html)",
+    ]
+    assert check_links.main(["--html", str(site)]) == 1
+
+
+def test_links_that_resolve_are_not_reported(tmp_path):
+    site = _write_site(
+        tmp_path,
+        {
+            "index.html": '<a href="api/internals.html#sparse_reg.regularizer.Parameter">x</a>'
+            '<a href="mailto:a@b.c">mail</a><a href="api/internals.html#sparse_reg.regularizer%2EParameter">y</a>',
+            "api/internals.html": '<dt id="sparse_reg.regularizer.Parameter"></dt><a href="../">up</a>',
+        },
+    )
+    assert check_links.check(site) == []
+    assert check_links.main(["--html", str(site)]) == 0

@@ -54,17 +54,11 @@ def test_scan_finds_raw_latex_and_remote_scripts():
     ]
 
 
-def _build_site(tmp_path: Path, offline: bool) -> Path:
-    pytest.importorskip("sphinx")
-    if offline:
-        pytest.importorskip("sphinx-mathjax-offline")
-    source = tmp_path / ("offline" if offline else "cdn")
+def _sphinx(source: Path, conf: str, page: str, text: str) -> Path:
+    """The HTML site Sphinx builds from one page ``page`` holding ``text``, under ``source``."""
     source.mkdir()
-    extensions = ["sphinx.ext.mathjax"] + (["sphinx-mathjax-offline"] if offline else [])
-    (source / "conf.py").write_text(f"extensions = {extensions!r}\nhtml_theme = 'basic'\n")
-    (source / "index.rst").write_text(
-        "Title\n=====\n\nInline :math:`\\lambda_t = \\lambda_0 \\rho^t`.\n\n.. math:: \\sum_k s_k^p\n"
-    )
+    (source / "conf.py").write_text(conf + "html_theme = 'basic'\n")
+    (source / page).write_text(text)
     out = source / "_build"
     subprocess.run(
         [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(source), str(out)],
@@ -72,6 +66,71 @@ def _build_site(tmp_path: Path, offline: bool) -> Path:
         capture_output=True,
     )
     return out
+
+
+def _build_site(tmp_path: Path, offline: bool) -> Path:
+    pytest.importorskip("sphinx")
+    if offline:
+        pytest.importorskip("sphinx-mathjax-offline")
+    extensions = ["sphinx.ext.mathjax"] + (["sphinx-mathjax-offline"] if offline else [])
+    return _sphinx(
+        tmp_path / ("offline" if offline else "cdn"),
+        f"extensions = {extensions!r}\n",
+        "index.rst",
+        "Title\n=====\n\nInline :math:`\\lambda_t = \\lambda_0 \\rho^t`.\n\n.. math:: \\sum_k s_k^p\n",
+    )
+
+
+def test_raw_tex_is_found_in_text_lines_but_not_in_prices():
+    text = "a $x$ here\ncosts $5 or $10\nuse \\alpha\n\n$$ y $$ shown\nno formula at all"
+    assert check_offline.raw_tex(text) == ["a $x$ here", "use \\alpha", "$$ y $$ shown"]
+    assert check_offline.raw_tex("x" * 100 + " \\beta " + "y" * 100, context=3) == ["xx \\beta yy"]
+
+
+def test_scan_reports_raw_tex_outside_code_and_rendered_math():
+    page = (
+        "<html><head><title>$t$ \\title</title></head><body><p>The weight $x$ grows.</p>"
+        "<p>Code: <code>\\alpha</code> <pre>$a$ \\b</pre> <kbd>\\c</kbd> <samp>$d$</samp></p>"
+        '<p>Math: <span class="math"><mjx-container><mjx-assistive-mml><math><mi>\\e</mi></math>'
+        "</mjx-assistive-mml></mjx-container></span> costs $5 or $10.</p>"
+        "<ul><li>$s = (1-\\varepsilon) L +</li><li>\\varepsilon \\sum_c L$ is shown</li></ul>"
+        "<p>$one</p><p>two$</p></body></html>"
+    )
+    scan = check_offline.scan_html(page)
+    assert scan.tex == [
+        "The weight $x$ grows.",
+        "$s = (1-\\varepsilon) L +",
+        "\\varepsilon \\sum_c L$ is shown",
+    ]
+
+
+def test_code_alone_shows_no_raw_tex():
+    assert check_offline.scan_html(RENDERED).tex == []
+    assert check_offline.scan_html("<p>Run <code>$x$ \\alpha</code> or <tt>plain</tt>.</p>").tex == []
+
+
+# A line of a formula that starts with "+ " makes a nested list, and MyST no longer sees the formula.
+_BROKEN_LIST = """# Title
+
+* **Label smoothing keeps it.** $L_\\varepsilon(u, k) = (1-\\varepsilon) L(u, k) +
+  \\frac{\\varepsilon}{C}\\sum_c L(u, c)$ has $\\sum_k L_\\varepsilon(u, k) = (1-\\varepsilon)\\sum_k L(u, k)
+  + \\varepsilon \\sum_c L(u, c) = \\sum_k L(u, k)$: the same label sum for every output.
+"""
+
+
+@pytest.mark.parametrize("wrapped", ["before the +", "after the +"])
+def test_a_formula_broken_into_a_nested_list_shows_raw_tex(tmp_path, wrapped):
+    pytest.importorskip("myst_parser")
+    text = _BROKEN_LIST
+    if wrapped == "after the +":  # as docs/theory.md has it: the + ends the line before
+        text = text.replace("L(u, k)\n  + ", "L(u, k) +\n  ")
+    conf = "extensions = ['myst_parser', 'sphinx.ext.mathjax']\nmyst_enable_extensions = ['dollarmath']\n"
+    site = _sphinx(tmp_path / "myst", conf, "index.md", text)
+    tex = [p for p in check_offline.check(site, browser=None) if "raw TeX" in p]
+    if wrapped == "before the +":
+        assert len(tex) == 2 and "\\varepsilon" in tex[1], tex
+    else:
+        assert tex == []
 
 
 def test_a_site_loading_mathjax_from_a_cdn_fails_the_check(tmp_path):

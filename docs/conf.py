@@ -43,6 +43,9 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    # viewcode's [docs] links aimed at the name each object is documented under (sparse_reg.sharpen
+    # beside sparse_reg.regularizer.sr_terms, one source module): docs/_ext/sr_viewcode.py.
+    "sr_viewcode",
     "sphinx_copybutton",
     "sphinxarg.ext",
     "sr_docgen",

@@ -195,3 +195,28 @@ def test_links_that_resolve_are_not_reported(tmp_path):
     )
     assert check_links.check(site) == []
     assert check_links.main(["--html", str(site)]) == 0
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_viewcode_links_reach_objects_documented_under_two_module_names(tmp_path, fixed):
+    # One source module, one object documented under the package, one under the module itself:
+    # viewcode alone aims both [docs] links with the same prefix (sphinx-doc/sphinx#6651).
+    pytest.importorskip("sphinx")
+    package = tmp_path / "code" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from pkg.mod import public\n")
+    (package / "mod.py").write_text('def public():\n    """Public."""\n\n\ndef inner():\n    """Inner."""\n')
+    extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"] + (["sr_viewcode"] if fixed else [])
+    conf = (
+        f"import sys\nsys.path[:0] = [{str(tmp_path / 'code')!r}, {str(ROOT / 'docs' / '_ext')!r}]\n"
+        f"extensions = {extensions!r}\n"
+    )
+    page = "Title\n=====\n\n.. currentmodule:: pkg\n\n.. autofunction:: public\n.. autofunction:: pkg.mod.inner\n"
+    site = _sphinx(tmp_path / "site", conf, "index.rst", page)
+    problems = check_links.check(site)
+    if fixed:
+        assert problems == []
+    else:
+        assert problems == [
+            "_modules/pkg/mod.html: ../../index.html#pkg.inner (no id 'pkg.inner' in index.html)"
+        ]

@@ -10,6 +10,9 @@ groups named an anchor that no page has (``api/internals.html#sparse_reg.sr_term
 On each source page this replaces a link whose anchor is not a documented object by the page and
 id the Python domain holds for ``<module>.<name>``: the object itself, or the alias autodoc records
 for an object documented under another name. ``docs/check_links.py`` checks the result.
+
+viewcode rewrites a source page only when its module is newer than the page, so a build into a
+folder that holds pages from before this extension keeps their old links: build into a fresh one.
 """
 
 from __future__ import annotations

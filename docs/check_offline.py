@@ -4,7 +4,7 @@ Usage (after ``sphinx-build -b html docs docs/_build/html``)::
 
     python docs/check_offline.py [--html docs/_build/html] [--screenshots DIR] [--chromium PATH]
 
-Two checks, and the script exits 1 naming the page if either fails:
+Three checks, and the script exits 1 naming the page if any fails:
 
 1. Every script and stylesheet a page loads is a file of the built site (no ``http://``,
    ``https://`` or ``//`` address).
@@ -13,6 +13,11 @@ Two checks, and the script exits 1 naming the page if either fails:
    (``unshare --net``) where the system allows it, and always with every host name resolving to
    nothing. After MathJax has run, the rendered DOM must hold one ``mjx-container`` per formula and
    no formula may still show its raw LaTeX delimiters ``\\(``, ``\\[`` or ``$$``.
+3. No page's visible text shows raw TeX: a ``$...$`` or a ``\\command`` outside code (``code``,
+   ``pre``, ``kbd``, ``samp``) and outside the formulas of the second check. Markdown that MyST did
+   not read as math ends up there: a formula wrapped onto a line starting with ``+ `` becomes a
+   nested list and its TeX is shown as typed. Pages with a formula are read as Chromium rendered
+   them, the others (and every page, with no browser) as built.
 
 ``--screenshots DIR`` also writes a PNG of each page checked, to look at.
 """
@@ -33,6 +38,16 @@ DOCS = Path(__file__).resolve().parent
 BROWSERS = ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome")
 _REMOTE = re.compile(r"^(https?:)?//", re.IGNORECASE)
 _RAW = ("\\(", "\\[", "$$")
+# Raw TeX in prose: $...$ with no space inside either dollar (so "$5 or $10" is no formula), $$...$$,
+# or a backslash command.
+_TEX = re.compile(r"\$\$.+?\$\$|\$[^\s$](?:[^$\n]*?[^\s$])?\$|\\[A-Za-z]+")
+# Text in these is shown as typed on purpose (code), or is not text (MathJax output, MathML, SVG).
+_HIDDEN = frozenset({"head", "code", "pre", "kbd", "samp", "textarea", "mjx-container", "math", "svg"})
+# Their text does not run on into the next element's: a $ in one never pairs with a $ in the other.
+_BLOCKS = frozenset(
+    {"p", "div", "li", "dt", "dd", "td", "th", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section"}
+    | {"blockquote", "figcaption", "caption", "nav", "aside", "header", "footer", "table", "ul", "ol"}
+)
 
 
 @dataclass
@@ -43,19 +58,53 @@ class PageScan:
     rendered: int = 0
     raw: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    tex: list[str] = field(default_factory=list)
+
+
+def raw_tex(text: str, context: int = 40) -> list[str]:
+    """Each line of ``text`` that shows raw TeX, cut to the first hit and ``context`` characters around.
+
+    Parameters
+    ----------
+    text : str
+        Visible text of a page, one block (paragraph, list item, cell) a line.
+    context : int
+        Characters kept on each side of the first ``$...$`` or ``\\command`` of a line.
+
+    Returns
+    -------
+    list of str
+        One excerpt per line with raw TeX, in order.
+    """
+    hits = []
+    for line in text.splitlines():
+        found = _TEX.search(line)
+        if found:
+            start, end = max(found.start() - context, 0), found.end() + context
+            hits.append(" ".join(line[start:end].split()))
+    return hits
 
 
 class _Scanner(HTMLParser):
-    """Counts ``.math`` elements, the ``mjx-container`` inside them, and text left raw in them."""
+    """Counts ``.math`` elements, the ``mjx-container`` inside them, and text left raw in them.
+
+    It also gathers the page's visible text outside :data:`_HIDDEN` elements and formulas, for
+    :func:`raw_tex`.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.scan = PageScan()
-        self._stack: list[tuple[str, bool, bool]] = []  # tag, opens a formula, inside a formula
+        # tag, opens a formula, inside a formula, hidden from the visible text
+        self._stack: list[tuple[str, bool, bool, bool]] = []
         self._found_container = False
+        self.text: list[str] = []
 
     def _inside(self) -> bool:
         return bool(self._stack) and self._stack[-1][2]
+
+    def _hidden(self) -> bool:
+        return bool(self._stack) and self._stack[-1][3]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -69,8 +118,12 @@ class _Scanner(HTMLParser):
             self.scan.remote.append(values.get("href") or "")
         if tag in ("script", "style", "link", "meta", "img", "br", "hr", "input"):
             if tag in ("script", "style"):
-                self._stack.append((tag, False, self._inside()))
+                self._stack.append((tag, False, self._inside(), True))
+            elif tag == "br":
+                self.text.append("\n")
             return
+        if tag in _BLOCKS:
+            self.text.append("\n")
         opens = "math" in (values.get("class") or "").split() and not self._inside()
         if opens:
             self.scan.formulas += 1
@@ -78,9 +131,12 @@ class _Scanner(HTMLParser):
         if tag == "mjx-container" and self._inside() and not self._found_container:
             self.scan.rendered += 1
             self._found_container = True
-        self._stack.append((tag, opens, opens or self._inside()))
+        hidden = opens or tag in _HIDDEN or self._hidden()
+        self._stack.append((tag, opens, opens or self._inside(), hidden))
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS:
+            self.text.append("\n")
         for depth in range(len(self._stack) - 1, -1, -1):
             if self._stack[depth][0] == tag:
                 del self._stack[depth:]
@@ -91,14 +147,22 @@ class _Scanner(HTMLParser):
             return
         if self._inside() and any(mark in data for mark in _RAW):
             self.scan.raw.append(data.strip()[:80])
+        # A code or formula element stands as a space: a $ before it does not pair with one after.
+        self.text.append(" " if self._hidden() else data)
 
 
 def scan_html(text: str) -> PageScan:
-    """Formulas, rendered formulas, raw LaTeX left in formulas and remote resources of ``text``."""
+    """Formulas, rendered formulas, raw LaTeX in and out of formulas, remote resources of ``text``."""
     scanner = _Scanner()
     scanner.feed(text)
     scanner.close()
+    scanner.scan.tex = raw_tex("".join(scanner.text))
     return scanner.scan
+
+
+def _tex_problems(name: str, scan: PageScan) -> list[str]:
+    """One problem per excerpt of raw TeX in the visible text of page ``name``."""
+    return [f"{name}: raw TeX in the text: {text!r}" for text in scan.tex]
 
 
 def find_browser(name: str | None = None) -> str | None:
@@ -151,7 +215,8 @@ def render(browser: str, page: Path, profile: Path, screenshot: Path | None = No
 def check(html_dir: Path, browser: str | None, screenshots: Path | None = None) -> list[str]:
     """Every problem found in the site at ``html_dir`` (empty: all formulas render offline).
 
-    With ``browser=None`` only the first check (no remote resources) runs.
+    With ``browser=None`` the second check (formulas render) is skipped, and the third reads every
+    page as built.
     """
     problems: list[str] = []
     pages = sorted(p for p in html_dir.rglob("*.html") if "_static" not in p.parts)
@@ -164,6 +229,9 @@ def check(html_dir: Path, browser: str | None, screenshots: Path | None = None) 
         problems += [f"{name}: loads {address} from the network" for address in scan.remote]
         if scan.formulas:
             with_math.append(page)
+        # MathJax changes nothing outside formulas: a page it does not run on is read as built.
+        if browser is None or not scan.formulas:
+            problems += _tex_problems(name, scan)
     if not with_math:
         problems.append(f"no page under {html_dir} holds a formula; nothing was checked")
     if browser is None:
@@ -178,6 +246,7 @@ def check(html_dir: Path, browser: str | None, screenshots: Path | None = None) 
             if scan.rendered != scan.formulas:
                 problems.append(f"{name}: {scan.rendered} of {scan.formulas} formulas rendered")
             problems += [f"{name}: raw LaTeX left in a formula: {text!r}" for text in scan.raw[:3]]
+            problems += _tex_problems(name, scan)
             print(f"{name}: {scan.rendered}/{scan.formulas} formulas rendered", file=sys.stderr)
     return problems
 
@@ -199,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = check(args.html, browser, args.screenshots)
     for problem in problems:
         print(problem, file=sys.stderr)
-    print("offline check: " + ("failed" if problems else "every formula rendered with no network"))
+    ok = "every formula rendered with no network, no raw TeX in the text"
+    print("offline check: " + ("failed" if problems else ok))
     return 1 if problems else 0
 
 

@@ -7,7 +7,8 @@ Tables, figures and the theory pages are generated at build time into ``docs/_ge
 local extension ``docs/_ext/sr_docgen``, from the library itself: nothing in them is typed twice.
 
 Formulas render with no network: ``sphinx-mathjax-offline`` copies MathJax into the built site
-(``docs/check_offline.py`` checks it in a headless browser with the network off).
+(``docs/check_offline.py`` checks it in a headless browser with the network off, and that no page
+shows raw TeX). ``docs/check_links.py`` checks that every internal link reaches its page and anchor.
 
 Intersphinx works offline: every inventory has a local, empty fallback, so an unreachable site
 costs its cross-links but never a warning. ``SPARSE_REG_DOCS_INTERSPHINX=0`` skips the network.
@@ -43,6 +44,9 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    # viewcode's [docs] links aimed at the name each object is documented under (sparse_reg.sharpen
+    # beside sparse_reg.regularizer.sr_terms, one source module): docs/_ext/sr_viewcode.py.
+    "sr_viewcode",
     "sphinx_copybutton",
     "sphinxarg.ext",
     "sr_docgen",

@@ -224,3 +224,38 @@ def test_what_a_cifar_batch_never_holds_is_refused(tmp_path, content, refusal):
     (tmp_path / "data_batch_1").write_bytes(content)
     with pytest.raises(CorruptDatasetError, match=rf"data_batch_1: not a valid CIFAR python pickle: {refusal}"):
         data.load_cifar10(tmp_path, verify=False)
+
+
+# --- declared sizes against the file and the limit ----------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_the_largest_idx_header_over_a_few_bytes_is_refused_naming_the_file(tmp_path, gz):
+    """dims (2^32 - 1, 8, 8), 275 GB, over 640 bytes: refused from the header, nothing allocated."""
+    write_idx_dataset(tmp_path, gz=gz)
+    name = IMAGES + (".gz" if gz else "")
+    write_file(tmp_path / name, struct.pack(">IIII", 0x0803, 2**32 - 1, 8, 8) + bytes(640))
+    expected = (
+        rf"{name}: declares 274877906896 bytes of contents, more than a gzip file of \d+ bytes can hold"
+        if gz
+        else rf"{name}: header declares shape \(4294967295, 8, 8\) \(274877906880 bytes of data\) but "
+        "the file holds 640"
+    )
+    with pytest.raises(CorruptDatasetError, match=expected):
+        data.load_mnist(tmp_path, verify=False)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_contents_past_the_limit_are_refused_before_they_are_read(tmp_path, monkeypatch, gz):
+    """The 4 GiB limit, scaled to 1 MiB: 2000 declared images (1.5 MB) are refused from the header."""
+    monkeypatch.setattr("sparse_reg.data._files.MAX_DATA_BYTES", 1 << 20)
+    write_idx_dataset(tmp_path, gz=gz)
+    name = IMAGES + (".gz" if gz else "")
+    write_file(tmp_path / name, idx_bytes(np.zeros((2000, 28, 28))))
+    verb = "declares" if gz else "holds"
+    with pytest.raises(
+        CorruptDatasetError,
+        match=rf"{name}: {verb} 1568016 bytes of contents, more than the limit of 1048576 bytes "
+        r"\(0\.000976562 GiB\) a dataset file may have",
+    ):
+        data.load_mnist(tmp_path, verify=False)

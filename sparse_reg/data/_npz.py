@@ -27,13 +27,13 @@ import numpy as np
 from numpy.lib import format as npy
 
 from ..errors import CorruptDatasetError
-from ._files import MAX_DEFLATE_RATIO
+from ._files import MAX_DATA_BYTES, MAX_DEFLATE_RATIO
 
 __all__ = ["MAX_NPZ_BYTES", "read_npz"]
 
 #: Most bytes of array data (summed over the members, as their headers declare) an archive may hold:
 #: 4 GiB, 20 times CIFAR-10 as uint8 and more than the trainer can hold as float64 on most machines.
-MAX_NPZ_BYTES = 4 << 30
+MAX_NPZ_BYTES = MAX_DATA_BYTES
 
 _Fail = Callable[[str], CorruptDatasetError]
 

@@ -14,9 +14,9 @@ The file is a NumPy ``.npz`` archive (``numpy.savez`` or ``numpy.savez_compresse
 may then be at most the number of samples (train and test): a class needs a sample unless
 ``class_names`` declares it. ``K`` is at most :data:`MAX_CLASSES` either way, as the noise
 models hold ``K x K`` matrices. Labels are checked against these bounds before anything is
-sized by them, and the archive is read within the bounds of :func:`sparse_reg.data._npz.read_npz`:
-each member's size is checked against its zip entry and its ``.npy`` header before it is read,
-and the arrays may declare at most :data:`~sparse_reg.data._npz.MAX_NPZ_BYTES` (4 GiB) in all.
+sized by them. Each member's size is checked against its zip entry, its compressed bytes and its
+``.npy`` header before it is read, and the arrays may declare at most :data:`MAX_NPZ_BYTES`
+(4 GiB) in all.
 Without ``x_test``/``y_test`` a fixed 20% of the training samples (chosen with seed 0) is held
 out as the test set. Features are normalised by their overall mean and standard deviation
 (standardise them per feature first if their scales differ); they reach the model as

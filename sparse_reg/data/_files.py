@@ -2,7 +2,9 @@
 
 Every read is bounded before any memory is allocated: an uncompressed file by its size on disk, a
 gzip file by the size its format declares (an IDX header) and never beyond what deflate can produce
-from it, so a small file that expands to gigabytes is refused instead of exhausting memory.
+from it, so a small file that expands to gigabytes is refused instead of exhausting memory. Whatever
+the file, its contents may be at most :data:`MAX_DATA_BYTES` (4 GiB, about 90 times the largest
+standard file a loader reads).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import BinaryIO
 
 from ..errors import CorruptDatasetError, DatasetNotFoundError
 
-__all__ = ["MAX_DEFLATE_RATIO", "digest", "file_kind", "read_bytes"]
+__all__ = ["MAX_DATA_BYTES", "MAX_DEFLATE_RATIO", "digest", "file_kind", "read_bytes"]
 
 #: Deflate's largest expansion: one compressed byte yields at most 1032 output bytes (RFC 1951
 #: length codes of 258 bytes at 2 bits each, plus the block overhead).
 MAX_DEFLATE_RATIO = 1032
+
+#: Most bytes of contents (decompressed, or declared by a header) a dataset file may have: 4 GiB.
+MAX_DATA_BYTES = 4 << 30
 
 _CHUNK = 1 << 20
 
@@ -72,8 +77,9 @@ def read_bytes(
         ``path`` does not exist.
     CorruptDatasetError
         ``path`` is a directory, FIFO, device or other non-regular file; it cannot be read or is
-        not valid gzip; or, with ``declared_size``, declares more than a gzip file of its size can
-        hold (:data:`MAX_DEFLATE_RATIO` times its size).
+        not valid gzip; with ``declared_size``, it declares more than a gzip file of its size can
+        hold (:data:`MAX_DEFLATE_RATIO` times its size); or its contents (as declared, or as read)
+        exceed :data:`MAX_DATA_BYTES`.
     """
     gz = path.suffix == ".gz"
     try:
@@ -103,11 +109,27 @@ def read_bytes(
                         f"{info.st_size} bytes can hold (at most {MAX_DEFLATE_RATIO} times its size)"
                     )
                 limit = total
-            rest = _read_up_to(stream, limit + 1 - len(head))
+            if not gz:  # what is read of it: its size on disk, or less where a header says so
+                size = min(limit, info.st_size)
+                _check_limit(path, size, f"holds {size} bytes")
+            elif declared_size is not None:
+                _check_limit(path, limit, f"declares {limit} bytes")
+            # Without a declared size a gzip file is read no further than one byte past the limit.
+            rest = _read_up_to(stream, min(limit, MAX_DATA_BYTES) + 1 - len(head))
         except (OSError, EOFError, zlib.error) as exc:
             # gzip.BadGzipFile is an OSError; truncation surfaces as EOFError.
             raise CorruptDatasetError(f"{path}: cannot be read as {_kind(path)}: {exc}") from exc
+    _check_limit(path, len(head) + len(rest), f"holds more than {MAX_DATA_BYTES} bytes")
     return head + rest
+
+
+def _check_limit(path: Path, size: int, amount: str) -> None:
+    """Refuse ``size`` bytes of contents over :data:`MAX_DATA_BYTES`; ``amount`` says how many."""
+    if size > MAX_DATA_BYTES:
+        raise CorruptDatasetError(
+            f"{path}: {amount} of contents, more than the limit of {MAX_DATA_BYTES} bytes "
+            f"({MAX_DATA_BYTES / 2**30:g} GiB) a dataset file may have"
+        )
 
 
 def _read_up_to(stream: BinaryIO, size: int) -> bytes:

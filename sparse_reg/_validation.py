@@ -66,10 +66,9 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
         raise ValueError(
             "logits must have shape (C,), (N, C) or (N, C, d1, ..., dk); got a 0-D array"
         )
-    if not _is_kind(xp, logits.dtype, "real floating"):
+    if not _is_supported_float(xp, logits.dtype):
         raise TypeError(
-            "logits must be floating point (float16, bfloat16, float32 or float64); "
-            f"got {_dtype_name(logits.dtype)}"
+            f"logits must be floating point ({SUPPORTED_FLOATS}); got {_dtype_name(logits.dtype)}"
         )
     num_classes = shape[0] if ndim == 1 else shape[1]
     if num_classes < 2:
@@ -153,6 +152,17 @@ def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp:
     ``[0, C)``: what a traced call, which cannot raise on values, returns for such a row."""
     valid = (labels >= 0) & (labels < num_classes)
     return xp.where(valid if values.ndim == 1 else valid[:, None], values, xp.full_like(values, xp.nan))
+
+
+#: The floating dtypes the formulas run in, in words: every path computes in float32 or float64.
+SUPPORTED_FLOATS = "float16, bfloat16, float32 or float64"
+
+
+@cache
+def _is_supported_float(xp: ModuleType, dtype: Any) -> bool:
+    """Whether ``dtype`` is a real floating dtype every path computes in: float128 (long double),
+    which NumPy counts as real floating, is not one (no compiled path or GPU has it)."""
+    return _is_kind(xp, dtype, "real floating") and xp.finfo(dtype).bits <= 64
 
 
 @cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
@@ -40,10 +41,12 @@ from sparse_reg.losses import BaseLoss, get_loss
 
 __all__ = [
     "DEFAULTS",
+    "MIN_TAU",
     "OBJECTIVE_PARAMETERS",
     "Objective",
     "Parameter",
     "SRTerms",
+    "check_tau_for_dtype",
     "lp_penalty",
     "sharpen",
     "sr_terms",
@@ -69,6 +72,43 @@ def check_tau(tau: Any) -> Any:
     if getattr(tau, "ndim", None) == 0 and is_traced(tau):
         return tau
     return _check_positive("tau", tau)
+
+
+#: The smallest supported ``tau`` per logits dtype, checked by :func:`check_tau_for_dtype`. Every
+#: fused path and the reference stay within the fuzz corpus's tolerance of the float64 reference
+#: (values to rtol, gradients to rtol times their natural scale :math:`\max(|\nabla|, 1/\tau)`)
+#: down to 1e-35 in float32 and 1e-300 in float64, and float16 down to 1e-4, below which the
+#: gradient, of order :math:`1/\tau`, overflows float16's 65504. The minima keep a margin of
+#: several orders of magnitude below the dtype's largest value for :math:`1/\tau` times the
+#: factors the chain rule adds (:math:`1/\lVert z\rVert`, the base loss's slope). bfloat16 is
+#: computed in float32 and has float32's range.
+MIN_TAU: Mapping[str, float] = MappingProxyType(
+    {"float16": 1e-4, "bfloat16": 1e-30, "float32": 1e-30, "float64": 1e-280}
+)
+
+
+@cache
+def _min_tau(dtype: Any) -> tuple[float, str]:
+    """:data:`MIN_TAU` of ``dtype`` and its name, worked out once per dtype."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    return MIN_TAU.get(name, 0.0), name
+
+
+def check_tau_for_dtype(tau: Any, dtype: Any) -> None:
+    """Refuse a host ``tau`` below :data:`MIN_TAU` of the logits' ``dtype``.
+
+    ``tau`` is :attr:`Objective.tau`: a Python float once checked, unless traced (a JAX tracer),
+    whose value cannot be read; a traced ``tau`` below the minimum gives inaccurate or non-finite
+    results rather than an error.
+    """
+    if type(tau) is not float:
+        return
+    minimum, name = _min_tau(dtype)
+    if tau < minimum:
+        raise ValueError(
+            f"tau must be >= {minimum:g} for {name} logits; got {tau!r} (see MIN_TAU in "
+            "sparse_reg.regularizer; use float64 logits for a smaller tau)"
+        )
 
 
 def check_p(p: Any) -> float:
@@ -258,6 +298,7 @@ def sharpen(logits: Array, tau: float = 0.5, *, normalize: bool = False) -> Arra
     """
     xp = array_namespace(logits)
     tau = check_tau(tau)
+    check_tau_for_dtype(tau, logits.dtype)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
     log_s, _, _ = _sharpened_log_probs(z, tau, normalize, xp)
     return xp.astype(xp.exp(log_s), logits.dtype)

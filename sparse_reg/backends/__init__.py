@@ -16,6 +16,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from sparse_reg._compat import (
     array_namespace,
     device,
@@ -100,8 +102,6 @@ def _as_array(x: Any, argument: str) -> Any:
     if type(x) in _ARRAY_TYPES:
         return x
     if isinstance(x, (list, tuple)):
-        import numpy as np
-
         return np.asarray(x)
     if not is_array_api_obj(x):
         raise TypeError(
@@ -110,6 +110,25 @@ def _as_array(x: Any, argument: str) -> Any:
         )
     _ARRAY_TYPES.add(type(x))
     return x
+
+
+def _native(x: Any) -> Any:
+    """``x`` in the machine's byte order: a NumPy array stored big-endian (``astype('>f4')``,
+    data read from a file) is converted once here, as every NumPy operation would; no compiled
+    path or device library takes the other byte order."""
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, np.dtype) and not dtype.isnative:
+        return x.astype(dtype.newbyteorder("="))
+    return x
+
+
+def _refuse_meta(x: Any, argument: str) -> None:
+    """A tensor on torch's ``meta`` device has a shape and no values: nothing can be computed."""
+    if getattr(x, "is_meta", False):
+        raise ValueError(
+            f"{argument} is on device 'meta', which holds no values; sparse_reg computes on the "
+            f"CPU or a CUDA device: pass {argument}.to('cpu') or a CUDA tensor"
+        )
 
 
 def resolve(logits: Any, labels: Any, backend: str | None = None) -> tuple[ModuleType, Any, Any]:
@@ -137,9 +156,12 @@ def resolve_call(
 ) -> tuple[Backend | None, ModuleType, Any, Any]:
     """:func:`resolve`, with the :class:`Backend` row of the library the call runs in first
     (``None`` for an array-API library outside :data:`REGISTRY`)."""
-    logits = _as_array(logits, "logits")
-    labels = _as_array(labels, "labels")
+    logits = _native(_as_array(logits, "logits"))
+    labels = _native(_as_array(labels, "labels"))
     library = library_of(logits)
+    if library == "torch":
+        _refuse_meta(logits, "logits")
+        _refuse_meta(labels, "labels")
     if backend is not None:
         name, _ = _split(backend)
         if library != name:

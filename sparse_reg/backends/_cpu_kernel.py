@@ -432,11 +432,12 @@ if numba is not None:
         return squares
 
     @numba.njit(inline="always", **_JIT)
-    def _store_exponentials(z, i, first, last, inverse_scale, offset, p, e, w):
+    def _store_exponentials(z, i, first, last, before, inverse_scale, offset, p, e, w):
         """:math:`e_k = e^{t_k}` and :math:`f_k = e^{p t_k}` for ``first <= k < last``, with
-        :math:`t_k = z_{ik} a - o` (``inverse_scale`` :math:`a`, ``offset`` :math:`o`)."""
+        :math:`t_k = (z_{ik} - b) a - o` (``before`` :math:`b`, ``inverse_scale`` :math:`a`,
+        ``offset`` :math:`o`)."""
         for k in range(first, last):
-            t = z[i, k] * inverse_scale - offset
+            t = (z[i, k] - before) * inverse_scale - offset
             e[k] = vexp(t)
             w[k] = vexp(p * t)  # s^p T^p: finite where s underflows
 
@@ -488,11 +489,10 @@ if numba is not None:
         :math:`x f`, so the gradient is written in one sweep.
 
         :math:`t_k = (x_k - m)/(\\lVert x\\rVert\\tau)`, with :math:`m` the row maximum (or its
-        bound :math:`\\lVert x\\rVert` with normalisation). Where :math:`m/(\\lVert x\\rVert\\tau)`
-        is finite and :math:`x = z` (almost every row), it is evaluated as one fused multiply-add;
-        otherwise the shift comes before the division, so :math:`z/\\tau` is never formed:
-        :math:`x_k - m \\le 0`, and an overflow there gives :math:`-\\infty`, whose exponential is
-        0. Without normalisation
+        bound :math:`\\lVert x\\rVert` with normalisation, for :math:`\\tau \\ge 1/40`). The shift
+        comes before the division, so :math:`z/\\tau` is never formed and the error of :math:`t_k`
+        is relative to :math:`t_k`, not to :math:`m/\\tau`: :math:`x_k - m \\le 0`, and an overflow
+        there gives :math:`-\\infty`, whose exponential is 0. Without normalisation
         :math:`x = z` (and the norm is 1); with it, :math:`x = z` too unless the sum of squares
         overflows (logits beyond about :math:`10^{19}` in float32), in which case :math:`x = 2^{-b} z`
         with :math:`2^{b-1} \\le \\max_k |z_k| < 2^b`: an exact scaling by a power of two, which
@@ -555,14 +555,15 @@ if numba is not None:
                 top, low = top * pre, low * pre  # max x and min x: pre is positive
                 if not math.isfinite(top):  # no finite maximum: the core shifts by 0 (NaN row)
                     top = zero
-                offset = top * inverse_scale
-            # t = (x - m) a with a = 1/(|x| tau). Where m a is finite and x = z (almost every row),
-            # that is x a - m a, one fused multiply-add; otherwise (m / tau beyond the dtype's
-            # range, or a scaled row) the shift comes first: x - m <= 0, so an overflow gives -inf.
-            exact_shift = pre != one or not math.isfinite(offset)
-            before = zero
-            if exact_shift:
-                before, offset = top, zero
+                offset = zero
+            # t = (x - m) a with a = 1/(|x| tau), the shift before the scaling: x - m is exact
+            # near the maximum (Sterbenz), so t's error is relative to t itself. As x a - m a, one
+            # fused multiply-add, it was relative to m a: for m / tau beyond 1/eps (tau = 1e-6 in
+            # float32) the largest t, exactly 0, came out as rounding noise, positive and large
+            # enough below tau = 1e-9 to overflow the exponential. With the bound shift, m a = 1/tau
+            # <= 40 keeps that error below 40 eps.
+            scaled_row = pre != one
+            before = zero if bound_shift else top
             # The clamp's sweep is needed only where the smallest e_k, e^t at x = min x (t grows with
             # x), is below the ceiling. With the bound shift, x >= -|x| bounds it without a sweep,
             # the same bound for every row (bound_clamped); only where that bound does not rule a
@@ -581,17 +582,16 @@ if numba is not None:
                 first, last = np.uint64(block), np.uint64(block_stop)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
                 # Stores and sums in separate loops (see the module text: reproducibility).
-                if not exact_shift:  # almost every call (then pre = 1 and before = 0)
+                if not scaled_row:  # almost every call (then pre = 1)
                     # Whole windows, then the last window again, overlapping (the same values
                     # stored twice): with 8-lane vectors LLVM leaves the remainder to a scalar
                     # loop, which took an eighth of the row's time at C = 100.
                     body = first + ((last - first) // window * window)
-                    _store_exponentials(z, i, first, body, inverse_scale, offset, p, e, w)
+                    _store_exponentials(z, i, first, body, before, inverse_scale, offset, p, e, w)
                     if body != last:
                         tail = last - window if last >= window else body
-                        _store_exponentials(z, i, tail, last, inverse_scale, offset, p, e, w)
-                else:
-                    # before = 0 and pre = 1 unless exact_shift, offset = 0 if it: the same t
+                        _store_exponentials(z, i, tail, last, before, inverse_scale, offset, p, e, w)
+                else:  # the same t, on the row scaled by pre
                     for k in range(first, last):
                         t = (z[i, k] * pre - before) * inverse_scale - offset
                         e[k] = vexp(t)

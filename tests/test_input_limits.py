@@ -3,6 +3,9 @@ tau range of each dtype (sparse_reg.regularizer.MIN_TAU) is enforced and accurat
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -100,3 +103,44 @@ def test_python_float_lam_and_tau_under_fullgraph_compile():
                              fullgraph=True)
     torch.testing.assert_close(compiled(logits, labels), sr.loss(logits, labels, lam=0.5, tau=0.5))
 
+
+
+_NO_WRITABLE_CACHE = """
+import os, sys, warnings
+
+if os.environ["SPARSE_REG_CPU_KERNEL"] != "0":
+    import numba.core.caching as caching
+
+    def read_only(self):  # what os.makedirs or the probe file meet in a read-only directory
+        raise PermissionError(13, "Permission denied", self.get_cache_path())
+
+    # Permissions do not bind root, so a read-only directory alone would not show the failure
+    # there: every cache location Numba tries reports what a read-only one reports.
+    caching._CacheLocator.ensure_cache_path = read_only
+import numpy as np
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import sparse_reg as sr
+    from sparse_reg.backends import _cpu_kernel
+    value = sr.loss(np.ones((4, 3), np.float32), np.array([0, 1, 2, 0]))
+ours = [w for w in caught if "sparse_reg" in str(w.message)]
+print(_cpu_kernel.available(), "numba" in sys.modules, len(ours), float(value))
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"], ids=["kernel", "kernel-off"])
+def test_no_writable_numba_cache_directory(tmp_path, switch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "SPARSE_REG_CPU_KERNEL": switch}
+    out = subprocess.run([sys.executable, "-c", _NO_WRITABLE_CACHE], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    available, imported, warned, value = out.stdout.split()
+    want = float(sr.loss(np.ones((4, 3), np.float32), np.array([0, 1, 2, 0])))
+    assert float(value) == pytest.approx(want, rel=1e-6)
+    if switch == "1":
+        assert (available, imported, warned) == ("True", "True", "1")
+    else:  # switched off, Numba is never imported, so no cache is looked for
+        assert (available, imported, warned) == ("False", "False", "0")

@@ -8,7 +8,9 @@ one write of the gradient. This module compiles the whole objective into one loo
 and the gradient is stored once. Rows are split over threads with ``numba.prange``.
 
 Numba is optional (the ``fast`` extra). Without it, or with ``SPARSE_REG_CPU_KERNEL=0`` in the
-environment, :func:`run` returns ``False`` and the NumPy path computes the result itself.
+environment (then Numba is not even imported), :func:`run` returns ``False`` and the NumPy path
+computes the result itself. Compiled functions are cached on disk where Numba finds a writable
+directory; where it finds none, they are compiled in memory, with one warning (:func:`_njit`).
 
 The mathematics is the core's (:mod:`sparse_reg.regularizer`). With :math:`\ell = \log s`,
 :math:`W_k = s_k^p` (:math:`\operatorname{clip}(s_k, c, 1)^p` in clamp mode),
@@ -60,6 +62,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -74,12 +77,16 @@ from sparse_reg.regularizer import Objective
 
 __all__ = ["available", "disabled", "kernel_codes", "run"]
 
-try:  # the optional dependency: everything below the guard needs it
-    import numba
-    from numba import types
-    from numba.extending import intrinsic, overload
-except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
-    numba = None
+_ENABLED = os.environ.get("SPARSE_REG_CPU_KERNEL", "1") != "0"
+
+numba = None
+if _ENABLED:  # switched off, Numba is never imported, so nothing is compiled or cached
+    try:  # the optional dependency: everything below the guard needs it
+        import numba
+        from numba import types
+        from numba.extending import intrinsic, overload
+    except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
+        numba = None
 
 # The loss terms and their integer codes are the CUDA kernel's (KERNEL_TERMS, in code order), so a
 # loss defined once, with its ``kernel`` terms, runs in both kernels.
@@ -106,7 +113,9 @@ _WINDOW = 16
 #: Largest shift below the row maximum whose exponential stays a normal float32 (e**-87 is not).
 _MAX_SHIFT = 80.0
 
-_ENABLED = os.environ.get("SPARSE_REG_CPU_KERNEL", "1") != "0"
+#: Whether compiled functions are cached on disk: until Numba finds no writable directory for the
+#: cache (:func:`_njit`).
+_CACHE = True
 
 #: Whether Numba's thread pool has been started (by :func:`_start_threads`).
 _THREADS_STARTED = False
@@ -341,9 +350,36 @@ if numba is not None:
     # error_model="numpy" gives IEEE division (inf, NaN) instead of a Python ZeroDivisionError check.
     # Scalars are typed through `one` (1 in the compute dtype): a bare Python number would promote
     # float32 arithmetic to float64.
-    _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    _JIT = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
-    @numba.njit(**_JIT)
+    def _njit(**options: Any) -> Any:
+        """``numba.njit`` with :data:`_JIT` and the on-disk cache where Numba has a writable
+        directory for it (``NUMBA_CACHE_DIR``, the package's ``__pycache__``, the user's cache).
+
+        Where it has none, Numba refuses ``cache=True`` when the function is decorated, which
+        would make importing this module, and with it every NumPy call, fail: the kernel is then
+        compiled in memory on each process's first call instead, with one warning.
+        """
+
+        def decorate(function: Any) -> Any:
+            global _CACHE
+            if _CACHE:
+                try:
+                    return numba.njit(cache=True, **options, **_JIT)(function)
+                except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+                    if "no locator" not in str(exc):
+                        raise
+                    _CACHE = False
+                    warnings.warn(
+                        "sparse_reg: Numba found no writable cache directory (set NUMBA_CACHE_DIR "
+                        "to one); the CPU kernel is compiled anew in each process",
+                        RuntimeWarning, stacklevel=2,
+                    )
+            return numba.njit(cache=False, **options, **_JIT)(function)
+
+        return decorate
+
+    @_njit()
     def _focal(ell, gamma, detach, one):
         r"""Focal term :math:`F(\ell) = -(1-e^\ell)^\gamma \ell` and :math:`F'(\ell)`, as
         :func:`sparse_reg.losses._focal` (log-domain :math:`1 - a`, the limit at :math:`a = 1`)."""
@@ -357,7 +393,7 @@ if numba is not None:
         ratio = ell / one_minus_a if positive else -one
         return value, -weight + gamma * math.exp(ell) * weight * ratio
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _label_term(code, ell_y, classes, gamma, q, detach, one, rce):
         """Value and :math:`\\partial L/\\partial \\ell_y` of a loss that depends on :math:`\\ell_y` only."""
         if code == CE:
@@ -375,7 +411,7 @@ if numba is not None:
             return -math.expm1(ell_y) / others, -math.exp(ell_y) / others
         return one - one, one - one
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _dense_term(code, weight, label, ell, e, inverse_total, dense, classes, gamma, q, detach, one):
         """Add ``weight`` times a dense loss's :math:`\\partial L/\\partial\\ell` to ``dense`` and
         return the loss's value; ``ell`` holds the row's :math:`\\log s`, ``e * inverse_total`` its
@@ -417,13 +453,13 @@ if numba is not None:
             dense[k] += weight * q * vexp(q * ell[k]) * (ratio - (one if k == label else zero)) / denominator
         return ratio
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _is_dense(code):
         return code == MSE or code == NCE or code == NFL or code == NGCE
 
     # The two helpers below run inside _rows's row loop: inlined in Numba's IR, so that LLVM
     # optimises their loops with the row's (measured: called, they gave back the sweep's gain).
-    @numba.njit(inline="always", **_JIT)
+    @_njit(inline="always")
     def _sum_of_squares(z, i, zero):
         """:math:`\\sum_k z_{ik}^2`, the squared norm of row ``i``."""
         squares = zero
@@ -431,7 +467,7 @@ if numba is not None:
             squares += z[i, k] * z[i, k]
         return squares
 
-    @numba.njit(inline="always", **_JIT)
+    @_njit(inline="always")
     def _store_exponentials(z, i, first, last, before, inverse_scale, offset, p, e, w):
         """:math:`e_k = e^{t_k}` and :math:`f_k = e^{p t_k}` for ``first <= k < last``, with
         :math:`t_k = (z_{ik} - b) a - o` (``before`` :math:`b`, ``inverse_scale`` :math:`a`,
@@ -441,7 +477,7 @@ if numba is not None:
             e[k] = vexp(t)
             w[k] = vexp(p * t)  # s^p T^p: finite where s underflows
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _row_range(z, i):
         """Maximum and minimum of row ``i`` of ``z`` (NaN entries aside), in eight running maxima
         and minima: a single one is a chain of compare-and-select that LLVM does not vectorize;
@@ -476,7 +512,7 @@ if numba is not None:
             low = z[i, k] if z[i, k] < low else low
         return top, low
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense):
         """Rows ``start:stop``: the whole objective, one read of ``z[i]``, one write of ``grad[i]``;
         returns the number of rows skipped for a label outside ``[0, C)``.
@@ -683,20 +719,20 @@ if numba is not None:
             grad[i, label] += factor * label_grad
         return skipped
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _scratch(num_classes, like):
         """Per-thread scratch rows for log s, f, e and the dense loss gradient."""
         return (np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype),
                 np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype))
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _kernel_serial(z, labels, config, flags, base, penalty, grad):
         """Every row on the calling thread (a batch too small to split); returns the number of rows
         skipped for a label outside ``[0, C)``."""
         ell, w, e, dense = _scratch(z.shape[1], base)
         return _rows(0, z.shape[0], z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
 
-    @numba.njit(parallel=True, **_JIT)
+    @_njit(parallel=True)
     def _kernel(z, labels, config, flags, base, penalty, grad, chunks):
         """Every row, in ``chunks`` contiguous ranges spread over Numba's threads; returns the number
         of rows skipped for a label outside ``[0, C)``."""

@@ -68,7 +68,7 @@ def loss(
     tau
         Sharpening temperature :math:`\tau > 0` (default 0.5, the paper's CIFAR setting), at least
         the supported minimum of the logits' dtype (:data:`sparse_reg.regularizer.MIN_TAU`):
-        ``1e-4`` for float16, ``1e-30`` for bfloat16 and float32, ``1e-280`` for float64; a
+        ``1e-4`` for float16, ``1e-24`` for bfloat16 and float32, ``1e-280`` for float64; a
         smaller number raises :class:`ValueError`. A traced ``tau`` (a JAX tracer) is not checked.
     p
         Penalty exponent in :math:`(0, 1]` (default 0.1); :math:`p = 1` switches the penalty off
@@ -146,8 +146,9 @@ def loss(
       on rows scaled by their largest entry, so float32 logits up to the dtype's largest value and
       every supported :math:`\tau` give finite results wherever float64 does and the result fits
       the dtype. The limits: where a log-probability falls below the dtype's range
-      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NFL losses' gradient is
-      NaN; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
+      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NCE and NFL losses (and
+      their sums) are NaN; with ``normalize=True`` a row holding an infinite entry is NaN on the
+      fused paths; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
       CUDA kernel forms :math:`z/\tau` and :math:`\lVert z\rVert^2` directly, so there float32
       logits must stay below :math:`10^{19}` with ``normalize=True`` and :math:`|z|/\tau` below
       :math:`3.4\cdot10^{38}`. Use float64 beyond these.

@@ -78,12 +78,12 @@ def test_tau_below_the_dtype_minimum_is_refused(dtype, tau):
 def test_tau_below_the_minimum_is_refused_for_torch_bfloat16():
     torch = pytest.importorskip("torch")
     logits, labels = _batch()
-    with pytest.raises(ValueError, match=r"tau must be >= 1e-30 for bfloat16 logits; got 5e-31"):
-        sr.loss(torch.from_numpy(logits).bfloat16(), torch.from_numpy(labels), tau=5e-31)
+    with pytest.raises(ValueError, match=r"tau must be >= 1e-24 for bfloat16 logits; got 5e-25"):
+        sr.loss(torch.from_numpy(logits).bfloat16(), torch.from_numpy(labels), tau=5e-25)
 
 
 @pytest.mark.parametrize("kernel_on", [True, False], ids=["kernel", "fallback"])
-@pytest.mark.parametrize("tau", [1e-6, 1e-9, 1e-12, 1e-20, 1e-30])
+@pytest.mark.parametrize("tau", [1e-6, 1e-9, 1e-12, 1e-20, 1e-24])
 def test_small_tau_in_float32_matches_float64(kernel_on, tau):
     """The kernel once shifted by m / tau after scaling: at tau = 1e-6 the gradient was noise of
     order 0.5 / tau, and below 1e-9 rows were NaN."""

@@ -47,6 +47,15 @@ def _dtype_name(dtype: object) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
+def refuse_meta(x: Any, argument: str) -> None:
+    """Refuse a tensor on torch's ``meta`` device: it has a shape and no values to compute with."""
+    if getattr(x, "is_meta", False):
+        raise ValueError(
+            f"{argument} is on device 'meta', which holds no values; sparse_reg computes on the "
+            f"CPU or a CUDA device: pass {argument}.to('cpu') or a CUDA tensor"
+        )
+
+
 #: Per number of logits dimensions: the shape ``labels`` must have, in words, and how to get it.
 _LABEL_SHAPES = {1: "()", 2: "(N,)"}
 
@@ -59,6 +68,9 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
     axis 1, as :func:`torch.nn.functional.cross_entropy` takes them; class indices have the
     logits' shape without the class axis.
     """
+    if type(logits) is not np.ndarray:  # SparseRegLoss reaches this without resolve_call
+        refuse_meta(logits, "logits")
+        refuse_meta(labels, "labels")
     # Each attribute of a tensor is read once: every read builds a Python object.
     shape, label_shape, label_dtype = tuple(logits.shape), tuple(labels.shape), labels.dtype
     ndim = len(shape)

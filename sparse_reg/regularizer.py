@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
@@ -83,16 +82,21 @@ def check_tau(tau: Any) -> Any:
 #: corpus's tolerances (``tests/test_fuzz_corpus.py``); measured on random logits, values and
 #: gradients (relative to :math:`\max(|\nabla|, 1/\tau)`) stay within 1e-6 down to tau = 1e-35
 #: in float32 and 1e-300 in float64 without normalisation.
-MIN_TAU: Mapping[str, float] = MappingProxyType(
-    {"float16": 1e-4, "bfloat16": 1e-24, "float32": 1e-24, "float64": 1e-280}
-)
+_MIN_TAU = {"float16": 1e-4, "bfloat16": 1e-24, "float32": 1e-24, "float64": 1e-280}
+MIN_TAU: Mapping[str, float] = MappingProxyType(_MIN_TAU)
+
+#: :func:`_min_tau` by dtype. Plain dictionaries, not functools.cache or the mapping proxy, which
+#: torch.compile cannot trace without a graph break.
+_MIN_TAU_BY_DTYPE: dict[Any, tuple[float, str]] = {}
 
 
-@cache
 def _min_tau(dtype: Any) -> tuple[float, str]:
     """:data:`MIN_TAU` of ``dtype`` and its name, worked out once per dtype."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    return MIN_TAU.get(name, 0.0), name
+    found = _MIN_TAU_BY_DTYPE.get(dtype)
+    if found is None:
+        name = str(dtype).rsplit(".", 1)[-1]
+        found = _MIN_TAU_BY_DTYPE[dtype] = (_MIN_TAU.get(name, 0.0), name)
+    return found
 
 
 def check_tau_for_dtype(tau: Any, dtype: Any) -> None:

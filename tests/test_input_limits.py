@@ -46,6 +46,8 @@ def test_meta_tensors_are_refused_naming_the_device():
         sr.loss(logits, torch.zeros(4, dtype=torch.long, device="meta"))
     with pytest.raises(ValueError, match=r"labels is on device 'meta'"):
         sr.loss(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"logits is on device 'meta'"):
+        sr.nn.SparseRegLoss()(logits, torch.zeros(4, dtype=torch.long, device="meta"))
 
 
 @pytest.mark.parametrize("function", [sr.project, sr.is_permutation_of, sr.soft_project])

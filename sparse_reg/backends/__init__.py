@@ -28,6 +28,7 @@ from sparse_reg._compat import (
     library_of,
     namespace_of,
 )
+from sparse_reg._validation import refuse_meta
 from sparse_reg.backends._registry import REGISTRY, Backend, BackendHooks, get_backend
 from sparse_reg.errors import BackendMismatchError, BackendUnavailableError
 
@@ -122,15 +123,6 @@ def _native(x: Any) -> Any:
     return x
 
 
-def _refuse_meta(x: Any, argument: str) -> None:
-    """A tensor on torch's ``meta`` device has a shape and no values: nothing can be computed."""
-    if getattr(x, "is_meta", False):
-        raise ValueError(
-            f"{argument} is on device 'meta', which holds no values; sparse_reg computes on the "
-            f"CPU or a CUDA device: pass {argument}.to('cpu') or a CUDA tensor"
-        )
-
-
 def resolve(logits: Any, labels: Any, backend: str | None = None) -> tuple[ModuleType, Any, Any]:
     """Return ``(xp, logits, labels)`` with both arrays in the namespace the call runs in.
 
@@ -160,8 +152,8 @@ def resolve_call(
     labels = _native(_as_array(labels, "labels"))
     library = library_of(logits)
     if library == "torch":
-        _refuse_meta(logits, "logits")
-        _refuse_meta(labels, "labels")
+        refuse_meta(logits, "logits")
+        refuse_meta(labels, "labels")
     if backend is not None:
         name, _ = _split(backend)
         if library != name:

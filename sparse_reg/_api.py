@@ -51,7 +51,10 @@ def loss(
         Array of shape ``(N, C)``, floating point, from NumPy, CuPy, PyTorch, JAX or any array-API
         library. It decides the library and device of the computation and of the result. As for
         :func:`torch.nn.functional.cross_entropy`, ``(N, C, d1, ..., dk)`` (classes on axis 1, one
-        sample per position) and a single sample ``(C,)`` are accepted too.
+        sample per position) and a single sample ``(C,)`` are accepted too. A NumPy array stored in
+        the other byte order (``astype(">f4")``) is converted to the machine's once, as NumPy
+        itself would compute with it; float128 (long double) is refused with :class:`TypeError`,
+        and a torch tensor on the ``meta`` device with :class:`ValueError`.
     labels
         Integer class indices in ``[0, C)`` (or ``ignore_index``) of the logits' shape without the
         class axis: ``(N,)``, ``(N, d1, ..., dk)``, or ``()`` for ``(C,)`` logits. Or class

@@ -117,9 +117,8 @@ def _native(x: Any) -> Any:
     """``x`` in the machine's byte order: a NumPy array stored big-endian (``astype('>f4')``,
     data read from a file) is converted once here, as every NumPy operation would; no compiled
     path or device library takes the other byte order."""
-    dtype = getattr(x, "dtype", None)
-    if isinstance(dtype, np.dtype) and not dtype.isnative:
-        return x.astype(dtype.newbyteorder("="))
+    if type(x) is np.ndarray and not x.dtype.isnative:  # one type test on the common call
+        return x.astype(x.dtype.newbyteorder("="))
     return x
 
 

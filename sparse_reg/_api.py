@@ -20,7 +20,7 @@ from sparse_reg.criterion import (
 )
 from sparse_reg.errors import NoClosedFormGradientError
 from sparse_reg.losses import get_loss, reserve_argument_names
-from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective, check_tau_for_dtype, sr_terms
 
 __all__ = ["loss", "loss_and_grad"]
 
@@ -51,7 +51,10 @@ def loss(
         Array of shape ``(N, C)``, floating point, from NumPy, CuPy, PyTorch, JAX or any array-API
         library. It decides the library and device of the computation and of the result. As for
         :func:`torch.nn.functional.cross_entropy`, ``(N, C, d1, ..., dk)`` (classes on axis 1, one
-        sample per position) and a single sample ``(C,)`` are accepted too.
+        sample per position) and a single sample ``(C,)`` are accepted too. A NumPy array stored in
+        the other byte order (``astype(">f4")``) is converted to the machine's once, as NumPy
+        itself would compute with it; float128 (long double) is refused with :class:`TypeError`,
+        and a torch tensor on the ``meta`` device with :class:`ValueError`.
     labels
         Integer class indices in ``[0, C)`` (or ``ignore_index``) of the logits' shape without the
         class axis: ``(N,)``, ``(N, d1, ..., dk)``, or ``()`` for ``(C,)`` logits. Or class
@@ -66,7 +69,10 @@ def loss(
         ``"ngce"``, ``"nmae"``, ``"nce+rce"``, ``"nce+mae"``, ``"nfl+rce"``, ``"nfl+mae"``, or one
         added with :func:`sparse_reg.register_loss`.
     tau
-        Sharpening temperature :math:`\tau > 0` (default 0.5, the paper's CIFAR setting).
+        Sharpening temperature :math:`\tau > 0` (default 0.5, the paper's CIFAR setting), at least
+        the supported minimum of the logits' dtype (:data:`sparse_reg.regularizer.MIN_TAU`):
+        ``1e-4`` for float16, ``1e-24`` for bfloat16 and float32, ``1e-280`` for float64; a
+        smaller number raises :class:`ValueError`. A traced ``tau`` (a JAX tracer) is not checked.
     p
         Penalty exponent in :math:`(0, 1]` (default 0.1); :math:`p = 1` switches the penalty off
         in effect, since :math:`\sum_k s_k = 1`.
@@ -141,10 +147,11 @@ def loss(
       classes of probability zero and are handled exactly while the row has a finite entry.
     * Extremes: the log-sum-exp is shifted before dividing by :math:`\tau`, and norms are taken
       on rows scaled by their largest entry, so float32 logits up to the dtype's largest value and
-      :math:`\tau` down to about :math:`10^{-30}` give finite results wherever float64 does and
-      the result fits the dtype. The limits: where a log-probability falls below the dtype's range
-      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NFL losses' gradient is
-      NaN; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
+      every supported :math:`\tau` give finite results wherever float64 does and the result fits
+      the dtype. The limits: where a log-probability falls below the dtype's range
+      (logit gaps above :math:`3.4\cdot10^{38}\,\tau` in float32) the NCE and NFL losses (and
+      their sums) are NaN; with ``normalize=True`` a row holding an infinite entry is NaN on the
+      fused paths; a gradient entry beyond the dtype's range (of order :math:`1/\tau`) is ``inf``; and the
       CUDA kernel forms :math:`z/\tau` and :math:`\lVert z\rVert^2` directly, so there float32
       logits must stay below :math:`10^{19}` with ``normalize=True`` and :math:`|z|/\tau` below
       :math:`3.4\cdot10^{38}`. Use float64 beyond these.
@@ -263,6 +270,7 @@ def _evaluate(arguments: dict[str, Any], *, need_grad: bool) -> Any:
     row, xp, logits, labels = resolve_call(logits, labels, backend)
     hooks = row.hooks_module if row is not None else None
     batch = prepare(logits, labels, criterion, xp, hooks.host_view if hooks else None)
+    check_tau_for_dtype(objective.tau, batch.logits.dtype)
     if batch.soft:
         objective.base.check_soft_targets()
     if need_grad and objective.base.grad is None:

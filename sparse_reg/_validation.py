@@ -47,6 +47,15 @@ def _dtype_name(dtype: object) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
+def refuse_meta(x: Any, argument: str) -> None:
+    """Refuse a tensor on torch's ``meta`` device: it has a shape and no values to compute with."""
+    if getattr(x, "is_meta", False):
+        raise ValueError(
+            f"{argument} is on device 'meta', which holds no values; sparse_reg computes on the "
+            f"CPU or a CUDA device: pass {argument}.to('cpu') or a CUDA tensor"
+        )
+
+
 #: Per number of logits dimensions: the shape ``labels`` must have, in words, and how to get it.
 _LABEL_SHAPES = {1: "()", 2: "(N,)"}
 
@@ -59,6 +68,9 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
     axis 1, as :func:`torch.nn.functional.cross_entropy` takes them; class indices have the
     logits' shape without the class axis.
     """
+    if type(logits) is not np.ndarray:  # SparseRegLoss reaches this without resolve_call
+        refuse_meta(logits, "logits")
+        refuse_meta(labels, "labels")
     # Each attribute of a tensor is read once: every read builds a Python object.
     shape, label_shape, label_dtype = tuple(logits.shape), tuple(labels.shape), labels.dtype
     ndim = len(shape)
@@ -66,10 +78,9 @@ def check_logits_and_target(logits: Array, labels: Array, xp: ModuleType) -> boo
         raise ValueError(
             "logits must have shape (C,), (N, C) or (N, C, d1, ..., dk); got a 0-D array"
         )
-    if not _is_kind(xp, logits.dtype, "real floating"):
+    if not _is_supported_float(xp, logits.dtype):
         raise TypeError(
-            "logits must be floating point (float16, bfloat16, float32 or float64); "
-            f"got {_dtype_name(logits.dtype)}"
+            f"logits must be floating point ({SUPPORTED_FLOATS}); got {_dtype_name(logits.dtype)}"
         )
     num_classes = shape[0] if ndim == 1 else shape[1]
     if num_classes < 2:
@@ -153,6 +164,17 @@ def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp:
     ``[0, C)``: what a traced call, which cannot raise on values, returns for such a row."""
     valid = (labels >= 0) & (labels < num_classes)
     return xp.where(valid if values.ndim == 1 else valid[:, None], values, xp.full_like(values, xp.nan))
+
+
+#: The floating dtypes the formulas run in, in words: every path computes in float32 or float64.
+SUPPORTED_FLOATS = "float16, bfloat16, float32 or float64"
+
+
+@cache
+def _is_supported_float(xp: ModuleType, dtype: Any) -> bool:
+    """Whether ``dtype`` is a real floating dtype every path computes in: float128 (long double),
+    which NumPy counts as real floating, is not one (no compiled path or GPU has it)."""
+    return _is_kind(xp, dtype, "real floating") and xp.finfo(dtype).bits <= 64
 
 
 @cache

@@ -5,20 +5,19 @@ approximates the one-hot case. These functions make the constraint itself availa
 projection for evaluation and analysis, and a differentiable SoftSort relaxation for training with a
 non-one-hot :math:`v`.
 
-In all three, ``v`` may be NumPy data (or a list) whatever the library of the first argument; it
-follows that array to its library and device. Arrays of two device libraries are refused with
-:class:`~sparse_reg.errors.BackendMismatchError`, as in :func:`sparse_reg.loss`. The two dtypes are
-promoted as the array API does, and an integer array takes the other's floating dtype;
-:func:`soft_project` computes in floating point.
+In all three, ``v`` is an array, and may be a NumPy array whatever the library of the first
+argument; it follows that array to its library and device. A list or tuple is refused with
+:class:`TypeError`: arguments are arrays, never converted silently. Arrays of two device libraries
+are refused with :class:`~sparse_reg.errors.BackendMismatchError`, as in :func:`sparse_reg.loss`.
+The two dtypes are promoted as the array API does, and an integer array takes the other's floating
+dtype; :func:`soft_project` computes in floating point.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from sparse_reg._compat import array_namespace, device, library_of
+from sparse_reg._compat import array_namespace, device, is_array_api_obj, library_of
 from sparse_reg._numerics import Array, log_softmax
 from sparse_reg.errors import BackendMismatchError
 from sparse_reg.regularizer import check_tau
@@ -38,12 +37,17 @@ def _promoted(xp: Any, first: Any, second: Any) -> Any:
 def _common(outputs: Array, v: Array, name: str, *, floating: bool) -> tuple[Any, Array, Array]:
     """``(xp, outputs, v)`` in one namespace and one dtype, promoted as the array API does.
 
-    ``v`` may be NumPy data or a list whatever ``outputs`` is (it follows ``outputs`` to its library
-    and device); another device library is refused, as :func:`sparse_reg.loss` refuses it. With
-    ``floating``, integer input is promoted to the default floating dtype first.
+    ``v`` may be a NumPy array whatever ``outputs`` is (it follows ``outputs`` to its library and
+    device); another device library is refused, as :func:`sparse_reg.loss` refuses it, and so is
+    anything but an array. With ``floating``, integer input is promoted to the default floating
+    dtype first.
     """
-    if isinstance(v, (list, tuple)):
-        v = np.asarray(v)
+    for argument, value in ((name, outputs), ("v", v)):
+        if not is_array_api_obj(value):
+            raise TypeError(
+                f"{argument} must be an array (NumPy, CuPy, PyTorch, JAX or any array-API library); "
+                f"got {type(value).__name__} {value!r}"
+            )
     xp = array_namespace(outputs)
     have, given = library_of(outputs), library_of(v)
     if given != have:
@@ -150,12 +154,23 @@ def soft_project(
     -------
     Array
         Shape ``(N, C)``; non-negative rows summing to :math:`\sum_k v_k` when :math:`v \ge 0`.
+
+    Raises
+    ------
+    ValueError
+        ``logits`` is not 2-D, or ``v`` is not 1-D with ``C`` entries.
+    TypeError
+        ``logits`` or ``v`` is not an array (a list, a tuple).
     """
     tau = check_tau(tau)
     if isinstance(sinkhorn_iterations, bool) or not isinstance(sinkhorn_iterations, int):
         raise TypeError(f"sinkhorn_iterations must be an int >= 0; got {sinkhorn_iterations!r}")
     if sinkhorn_iterations < 0:
         raise ValueError(f"sinkhorn_iterations must be >= 0; got {sinkhorn_iterations}")
+    if getattr(logits, "ndim", None) != 2:
+        raise ValueError(
+            f"logits must have shape (N, C); got shape {tuple(getattr(logits, 'shape', ()))}"
+        )
     xp, logits, v = _common(logits, v, "logits", floating=True)
     ordered = xp.sort(logits, axis=-1, descending=True)
     log_p = log_softmax(-xp.abs(ordered[:, :, None] - logits[:, None, :]) / tau, xp, axis=-1)

@@ -40,10 +40,12 @@ from sparse_reg.losses import BaseLoss, get_loss
 
 __all__ = [
     "DEFAULTS",
+    "MIN_TAU",
     "OBJECTIVE_PARAMETERS",
     "Objective",
     "Parameter",
     "SRTerms",
+    "check_tau_for_dtype",
     "lp_penalty",
     "sharpen",
     "sr_terms",
@@ -69,6 +71,49 @@ def check_tau(tau: Any) -> Any:
     if getattr(tau, "ndim", None) == 0 and is_traced(tau):
         return tau
     return _check_positive("tau", tau)
+
+
+#: The smallest supported ``tau`` per logits dtype, checked by :func:`check_tau_for_dtype`. The
+#: gradient is of order :math:`1/(\tau \max(\lVert z\rVert, \epsilon))` with normalisation
+#: (:math:`\epsilon` = ``NORM_EPS`` = 1e-12), so :math:`10^{12}/\tau` must stay well inside
+#: the compute dtype: 1e-24 leaves float32 (and bfloat16, computed in float32) a factor 300, and
+#: 1e-280 leaves float64 sixteen orders. float16's gradient, of order :math:`1/\tau`, overflows its
+#: 65504 below 1e-4. Within these, every path agrees with the float64 reference to the fuzz
+#: corpus's tolerances (``tests/test_fuzz_corpus.py``); measured on random logits, values and
+#: gradients (relative to :math:`\max(|\nabla|, 1/\tau)`) stay within 1e-6 down to tau = 1e-35
+#: in float32 and 1e-300 in float64 without normalisation.
+_MIN_TAU = {"float16": 1e-4, "bfloat16": 1e-24, "float32": 1e-24, "float64": 1e-280}
+MIN_TAU: Mapping[str, float] = MappingProxyType(_MIN_TAU)
+
+#: :func:`_min_tau` by dtype. Plain dictionaries, not functools.cache or the mapping proxy, which
+#: torch.compile cannot trace without a graph break.
+_MIN_TAU_BY_DTYPE: dict[Any, tuple[float, str]] = {}
+
+
+def _min_tau(dtype: Any) -> tuple[float, str]:
+    """:data:`MIN_TAU` of ``dtype`` and its name, worked out once per dtype."""
+    found = _MIN_TAU_BY_DTYPE.get(dtype)
+    if found is None:
+        name = str(dtype).rsplit(".", 1)[-1]
+        found = _MIN_TAU_BY_DTYPE[dtype] = (_MIN_TAU.get(name, 0.0), name)
+    return found
+
+
+def check_tau_for_dtype(tau: Any, dtype: Any) -> None:
+    """Refuse a host ``tau`` below :data:`MIN_TAU` of the logits' ``dtype``.
+
+    ``tau`` is :attr:`Objective.tau`: a Python float once checked, unless traced (a JAX tracer),
+    whose value cannot be read; a traced ``tau`` below the minimum gives inaccurate or non-finite
+    results rather than an error.
+    """
+    if type(tau) is not float:
+        return
+    minimum, name = _min_tau(dtype)
+    if tau < minimum:
+        raise ValueError(
+            f"tau must be >= {minimum:g} for {name} logits; got {tau!r} (see MIN_TAU in "
+            "sparse_reg.regularizer; use float64 logits for a smaller tau)"
+        )
 
 
 def check_p(p: Any) -> float:
@@ -216,8 +261,10 @@ def _penalty(log_probs: Array, p: float, clamp: float | None, xp: ModuleType) ->
         return xp.sum(powered, axis=-1), p * powered
     probs = xp.exp(log_probs)
     powered = xp.clip(probs, min=clamp, max=1.0) ** p
-    active = probs >= clamp
-    return xp.sum(powered, axis=-1), xp.where(active, p * powered, xp.zeros_like(powered))
+    # Clamped where s < c; a NaN s (a row holding NaN or +inf) is not, so its NaN reaches the
+    # whole row's gradient, as without a clamp, rather than leaving finite entries beside it.
+    clamped = probs < clamp
+    return xp.sum(powered, axis=-1), xp.where(clamped, xp.zeros_like(powered), p * powered)
 
 
 def _sharpened_log_probs(
@@ -258,6 +305,7 @@ def sharpen(logits: Array, tau: float = 0.5, *, normalize: bool = False) -> Arra
     """
     xp = array_namespace(logits)
     tau = check_tau(tau)
+    check_tau_for_dtype(tau, logits.dtype)
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
     log_s, _, _ = _sharpened_log_probs(z, tau, normalize, xp)
     return xp.astype(xp.exp(log_s), logits.dtype)

@@ -16,6 +16,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from sparse_reg._compat import (
     array_namespace,
     device,
@@ -26,6 +28,7 @@ from sparse_reg._compat import (
     library_of,
     namespace_of,
 )
+from sparse_reg._validation import refuse_meta
 from sparse_reg.backends._registry import REGISTRY, Backend, BackendHooks, get_backend
 from sparse_reg.errors import BackendMismatchError, BackendUnavailableError
 
@@ -100,8 +103,6 @@ def _as_array(x: Any, argument: str) -> Any:
     if type(x) in _ARRAY_TYPES:
         return x
     if isinstance(x, (list, tuple)):
-        import numpy as np
-
         return np.asarray(x)
     if not is_array_api_obj(x):
         raise TypeError(
@@ -109,6 +110,15 @@ def _as_array(x: Any, argument: str) -> Any:
             f"got {type(x).__name__}"
         )
     _ARRAY_TYPES.add(type(x))
+    return x
+
+
+def _native(x: Any) -> Any:
+    """``x`` in the machine's byte order: a NumPy array stored big-endian (``astype('>f4')``,
+    data read from a file) is converted once here, as every NumPy operation would; no compiled
+    path or device library takes the other byte order."""
+    if type(x) is np.ndarray and not x.dtype.isnative:  # one type test on the common call
+        return x.astype(x.dtype.newbyteorder("="))
     return x
 
 
@@ -137,9 +147,12 @@ def resolve_call(
 ) -> tuple[Backend | None, ModuleType, Any, Any]:
     """:func:`resolve`, with the :class:`Backend` row of the library the call runs in first
     (``None`` for an array-API library outside :data:`REGISTRY`)."""
-    logits = _as_array(logits, "logits")
-    labels = _as_array(labels, "labels")
+    logits = _native(_as_array(logits, "logits"))
+    labels = _native(_as_array(labels, "labels"))
     library = library_of(logits)
+    if library == "torch":
+        refuse_meta(logits, "logits")
+        refuse_meta(labels, "labels")
     if backend is not None:
         name, _ = _split(backend)
         if library != name:

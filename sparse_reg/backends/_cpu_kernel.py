@@ -8,7 +8,9 @@ one write of the gradient. This module compiles the whole objective into one loo
 and the gradient is stored once. Rows are split over threads with ``numba.prange``.
 
 Numba is optional (the ``fast`` extra). Without it, or with ``SPARSE_REG_CPU_KERNEL=0`` in the
-environment, :func:`run` returns ``False`` and the NumPy path computes the result itself.
+environment (then Numba is not even imported), :func:`run` returns ``False`` and the NumPy path
+computes the result itself. Compiled functions are cached on disk where Numba finds a writable
+directory; where it finds none, they are compiled in memory, with one warning (:func:`_njit`).
 
 The mathematics is the core's (:mod:`sparse_reg.regularizer`). With :math:`\ell = \log s`,
 :math:`W_k = s_k^p` (:math:`\operatorname{clip}(s_k, c, 1)^p` in clamp mode),
@@ -60,6 +62,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -74,12 +77,16 @@ from sparse_reg.regularizer import Objective
 
 __all__ = ["available", "disabled", "kernel_codes", "run"]
 
-try:  # the optional dependency: everything below the guard needs it
-    import numba
-    from numba import types
-    from numba.extending import intrinsic, overload
-except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
-    numba = None
+_ENABLED = os.environ.get("SPARSE_REG_CPU_KERNEL", "1") != "0"
+
+numba = None
+if _ENABLED:  # switched off, Numba is never imported, so nothing is compiled or cached
+    try:  # the optional dependency: everything below the guard needs it
+        import numba
+        from numba import types
+        from numba.extending import intrinsic, overload
+    except ImportError:  # pragma: no cover - exercised by installs without the ``fast`` extra
+        numba = None
 
 # The loss terms and their integer codes are the CUDA kernel's (KERNEL_TERMS, in code order), so a
 # loss defined once, with its ``kernel`` terms, runs in both kernels.
@@ -106,7 +113,9 @@ _WINDOW = 16
 #: Largest shift below the row maximum whose exponential stays a normal float32 (e**-87 is not).
 _MAX_SHIFT = 80.0
 
-_ENABLED = os.environ.get("SPARSE_REG_CPU_KERNEL", "1") != "0"
+#: Whether compiled functions are cached on disk: until Numba finds no writable directory for the
+#: cache (:func:`_njit`).
+_CACHE = True
 
 #: Whether Numba's thread pool has been started (by :func:`_start_threads`).
 _THREADS_STARTED = False
@@ -341,9 +350,36 @@ if numba is not None:
     # error_model="numpy" gives IEEE division (inf, NaN) instead of a Python ZeroDivisionError check.
     # Scalars are typed through `one` (1 in the compute dtype): a bare Python number would promote
     # float32 arithmetic to float64.
-    _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    _JIT = dict(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
-    @numba.njit(**_JIT)
+    def _njit(**options: Any) -> Any:
+        """``numba.njit`` with :data:`_JIT` and the on-disk cache where Numba has a writable
+        directory for it (``NUMBA_CACHE_DIR``, the package's ``__pycache__``, the user's cache).
+
+        Where it has none, Numba refuses ``cache=True`` when the function is decorated, which
+        would make importing this module, and with it every NumPy call, fail: the kernel is then
+        compiled in memory on each process's first call instead, with one warning.
+        """
+
+        def decorate(function: Any) -> Any:
+            global _CACHE
+            if _CACHE:
+                try:
+                    return numba.njit(cache=True, **options, **_JIT)(function)
+                except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+                    if "no locator" not in str(exc):
+                        raise
+                    _CACHE = False
+                    warnings.warn(
+                        "sparse_reg: Numba found no writable cache directory (set NUMBA_CACHE_DIR "
+                        "to one); the CPU kernel is compiled anew in each process",
+                        RuntimeWarning, stacklevel=2,
+                    )
+            return numba.njit(cache=False, **options, **_JIT)(function)
+
+        return decorate
+
+    @_njit()
     def _focal(ell, gamma, detach, one):
         r"""Focal term :math:`F(\ell) = -(1-e^\ell)^\gamma \ell` and :math:`F'(\ell)`, as
         :func:`sparse_reg.losses._focal` (log-domain :math:`1 - a`, the limit at :math:`a = 1`)."""
@@ -357,7 +393,7 @@ if numba is not None:
         ratio = ell / one_minus_a if positive else -one
         return value, -weight + gamma * math.exp(ell) * weight * ratio
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _label_term(code, ell_y, classes, gamma, q, detach, one, rce):
         """Value and :math:`\\partial L/\\partial \\ell_y` of a loss that depends on :math:`\\ell_y` only."""
         if code == CE:
@@ -375,7 +411,7 @@ if numba is not None:
             return -math.expm1(ell_y) / others, -math.exp(ell_y) / others
         return one - one, one - one
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _dense_term(code, weight, label, ell, e, inverse_total, dense, classes, gamma, q, detach, one):
         """Add ``weight`` times a dense loss's :math:`\\partial L/\\partial\\ell` to ``dense`` and
         return the loss's value; ``ell`` holds the row's :math:`\\log s`, ``e * inverse_total`` its
@@ -417,13 +453,13 @@ if numba is not None:
             dense[k] += weight * q * vexp(q * ell[k]) * (ratio - (one if k == label else zero)) / denominator
         return ratio
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _is_dense(code):
         return code == MSE or code == NCE or code == NFL or code == NGCE
 
     # The two helpers below run inside _rows's row loop: inlined in Numba's IR, so that LLVM
     # optimises their loops with the row's (measured: called, they gave back the sweep's gain).
-    @numba.njit(inline="always", **_JIT)
+    @_njit(inline="always")
     def _sum_of_squares(z, i, zero):
         """:math:`\\sum_k z_{ik}^2`, the squared norm of row ``i``."""
         squares = zero
@@ -431,16 +467,17 @@ if numba is not None:
             squares += z[i, k] * z[i, k]
         return squares
 
-    @numba.njit(inline="always", **_JIT)
-    def _store_exponentials(z, i, first, last, inverse_scale, offset, p, e, w):
+    @_njit(inline="always")
+    def _store_exponentials(z, i, first, last, before, inverse_scale, offset, p, e, w):
         """:math:`e_k = e^{t_k}` and :math:`f_k = e^{p t_k}` for ``first <= k < last``, with
-        :math:`t_k = z_{ik} a - o` (``inverse_scale`` :math:`a`, ``offset`` :math:`o`)."""
+        :math:`t_k = (z_{ik} - b) a - o` (``before`` :math:`b`, ``inverse_scale`` :math:`a`,
+        ``offset`` :math:`o`)."""
         for k in range(first, last):
-            t = z[i, k] * inverse_scale - offset
+            t = (z[i, k] - before) * inverse_scale - offset
             e[k] = vexp(t)
             w[k] = vexp(p * t)  # s^p T^p: finite where s underflows
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _row_range(z, i):
         """Maximum and minimum of row ``i`` of ``z`` (NaN entries aside), in eight running maxima
         and minima: a single one is a chain of compare-and-select that LLVM does not vectorize;
@@ -475,7 +512,7 @@ if numba is not None:
             low = z[i, k] if z[i, k] < low else low
         return top, low
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _rows(start, stop, z, labels, config, flags, base, penalty, grad, ell, w, e, dense):
         """Rows ``start:stop``: the whole objective, one read of ``z[i]``, one write of ``grad[i]``;
         returns the number of rows skipped for a label outside ``[0, C)``.
@@ -488,11 +525,10 @@ if numba is not None:
         :math:`x f`, so the gradient is written in one sweep.
 
         :math:`t_k = (x_k - m)/(\\lVert x\\rVert\\tau)`, with :math:`m` the row maximum (or its
-        bound :math:`\\lVert x\\rVert` with normalisation). Where :math:`m/(\\lVert x\\rVert\\tau)`
-        is finite and :math:`x = z` (almost every row), it is evaluated as one fused multiply-add;
-        otherwise the shift comes before the division, so :math:`z/\\tau` is never formed:
-        :math:`x_k - m \\le 0`, and an overflow there gives :math:`-\\infty`, whose exponential is
-        0. Without normalisation
+        bound :math:`\\lVert x\\rVert` with normalisation, for :math:`\\tau \\ge 1/40`). The shift
+        comes before the division, so :math:`z/\\tau` is never formed and the error of :math:`t_k`
+        is relative to :math:`t_k`, not to :math:`m/\\tau`: :math:`x_k - m \\le 0`, and an overflow
+        there gives :math:`-\\infty`, whose exponential is 0. Without normalisation
         :math:`x = z` (and the norm is 1); with it, :math:`x = z` too unless the sum of squares
         overflows (logits beyond about :math:`10^{19}` in float32), in which case :math:`x = 2^{-b} z`
         with :math:`2^{b-1} \\le \\max_k |z_k| < 2^b`: an exact scaling by a power of two, which
@@ -555,14 +591,15 @@ if numba is not None:
                 top, low = top * pre, low * pre  # max x and min x: pre is positive
                 if not math.isfinite(top):  # no finite maximum: the core shifts by 0 (NaN row)
                     top = zero
-                offset = top * inverse_scale
-            # t = (x - m) a with a = 1/(|x| tau). Where m a is finite and x = z (almost every row),
-            # that is x a - m a, one fused multiply-add; otherwise (m / tau beyond the dtype's
-            # range, or a scaled row) the shift comes first: x - m <= 0, so an overflow gives -inf.
-            exact_shift = pre != one or not math.isfinite(offset)
-            before = zero
-            if exact_shift:
-                before, offset = top, zero
+                offset = zero
+            # t = (x - m) a with a = 1/(|x| tau), the shift before the scaling: x - m is exact
+            # near the maximum (Sterbenz), so t's error is relative to t itself. As x a - m a, one
+            # fused multiply-add, it was relative to m a: for m / tau beyond 1/eps (tau = 1e-6 in
+            # float32) the largest t, exactly 0, came out as rounding noise, positive and large
+            # enough below tau = 1e-9 to overflow the exponential. With the bound shift, m a = 1/tau
+            # <= 40 keeps that error below 40 eps.
+            scaled_row = pre != one
+            before = zero if bound_shift else top
             # The clamp's sweep is needed only where the smallest e_k, e^t at x = min x (t grows with
             # x), is below the ceiling. With the bound shift, x >= -|x| bounds it without a sweep,
             # the same bound for every row (bound_clamped); only where that bound does not rule a
@@ -581,17 +618,16 @@ if numba is not None:
                 first, last = np.uint64(block), np.uint64(block_stop)
                 part_e, part_f, part_ze, part_zf = zero, zero, zero, zero
                 # Stores and sums in separate loops (see the module text: reproducibility).
-                if not exact_shift:  # almost every call (then pre = 1 and before = 0)
+                if not scaled_row:  # almost every call (then pre = 1)
                     # Whole windows, then the last window again, overlapping (the same values
                     # stored twice): with 8-lane vectors LLVM leaves the remainder to a scalar
                     # loop, which took an eighth of the row's time at C = 100.
                     body = first + ((last - first) // window * window)
-                    _store_exponentials(z, i, first, body, inverse_scale, offset, p, e, w)
+                    _store_exponentials(z, i, first, body, before, inverse_scale, offset, p, e, w)
                     if body != last:
                         tail = last - window if last >= window else body
-                        _store_exponentials(z, i, tail, last, inverse_scale, offset, p, e, w)
-                else:
-                    # before = 0 and pre = 1 unless exact_shift, offset = 0 if it: the same t
+                        _store_exponentials(z, i, tail, last, before, inverse_scale, offset, p, e, w)
+                else:  # the same t, on the row scaled by pre
                     for k in range(first, last):
                         t = (z[i, k] * pre - before) * inverse_scale - offset
                         e[k] = vexp(t)
@@ -683,20 +719,20 @@ if numba is not None:
             grad[i, label] += factor * label_grad
         return skipped
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _scratch(num_classes, like):
         """Per-thread scratch rows for log s, f, e and the dense loss gradient."""
         return (np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype),
                 np.empty(num_classes, like.dtype), np.empty(num_classes, like.dtype))
 
-    @numba.njit(**_JIT)
+    @_njit()
     def _kernel_serial(z, labels, config, flags, base, penalty, grad):
         """Every row on the calling thread (a batch too small to split); returns the number of rows
         skipped for a label outside ``[0, C)``."""
         ell, w, e, dense = _scratch(z.shape[1], base)
         return _rows(0, z.shape[0], z, labels, config, flags, base, penalty, grad, ell, w, e, dense)
 
-    @numba.njit(parallel=True, **_JIT)
+    @_njit(parallel=True)
     def _kernel(z, labels, config, flags, base, penalty, grad, chunks):
         """Every row, in ``chunks`` contiguous ranges spread over Numba's threads; returns the number
         of rows skipped for a label outside ``[0, C)``."""

@@ -240,7 +240,7 @@ extern "C" __global__ void sr_fused(
     for (int k = lane; k < C; k += 32) {
         acc_t ell = ELL(k), s = exp(ell);
         acc_t w = exp(pw * ell);            // s^p, finite where s underflows
-        bool active = !use_clamp || s >= c;
+        bool active = !use_clamp || !(s < c);  // a NaN s (a row with NaN or +inf) stays NaN
         P += active ? w : clamp_pow;        // clip(s, c, 1)^p
         Q += active ? w : (acc_t)0;         // the clamp's gradient vanishes below c
         accumulate(lp, ell, s, k == y, &st);
@@ -273,7 +273,7 @@ extern "C" __global__ void sr_fused(
     const acc_t factor = (acc_t)(grad_scale / tau);
     const acc_t row_coef = lam * pw * Q + grad_sum;
     #define GRAD_N(k, ell, s) (factor * ( \
-        ((!use_clamp || (s) >= c) ? lam * pw * exp(pw * (ell)) : (acc_t)0) \
+        ((!use_clamp || !((s) < c)) ? lam * pw * exp(pw * (ell)) : (acc_t)0) \
         + combined_grad(lp, st, (ell), (s), (k) == y) - (s) * row_coef))
 
     // Sweep 6 (normalize only): n . d, for d -> (d - n (n . d)) / |z|.

@@ -138,9 +138,12 @@ def _block(
         squares = np.vecdot(z, z)
         if rows and not np.isfinite(np.maximum.reduce(squares)):
             # Squares of logits beyond ~1e19 overflow float32. Normalisation ignores the scale of a
-            # row, so divide each row by its largest entry (the gradient then by the same).
+            # row, so divide such a row by its largest entry (the gradient then by the same). Only
+            # such rows: a row of tiny logits scaled up would escape the clamp at NORM_EPS, which
+            # the reference applies to the true norm.
             peak = np.maximum.reduce(np.abs(z), axis=1, keepdims=True)
-            peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1)
+            overflowed = ~np.isfinite(squares)[:, None]
+            peak = np.where(overflowed & np.isfinite(peak) & (peak > 0), peak, 1)
             z = z / peak
             squares, factor = np.vecdot(z, z), factor / peak
         norm = np.maximum(np.sqrt(squares)[:, None], NORM_EPS)

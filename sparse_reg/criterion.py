@@ -40,8 +40,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sparse_reg._compat import array_namespace, device, follow_logits, host_scalar, library_of
-from sparse_reg._numerics import Array, compute_dtype, label_mask
+from sparse_reg._compat import (
+    array_namespace,
+    device,
+    follow_logits,
+    host_scalar,
+    is_traced,
+    library_of,
+)
+from sparse_reg._numerics import Array, compute_dtype, label_mask, nan_rows
 from sparse_reg._reduction import gradient_scale, reduce, weighted_scale
 from sparse_reg._validation import (
     check_label_values,
@@ -261,7 +268,10 @@ class Batch(NamedTuple):
     def weigh(self, base: Array, penalty: Array, xp: ModuleType) -> tuple[Array, Array]:
         """Per-sample base and penalty terms of the weighted objective (see the module text)."""
         if not self.checked:
+            # Both terms: the base term of a row without a class has no path back to the logits
+            # (its mask is empty), so only the penalty's carries the NaN into the gradient.
             base = nan_where_labels_invalid(base, self.indices, self.logits.shape[1], xp)
+            penalty = nan_where_labels_invalid(penalty, self.indices, self.logits.shape[1], xp)
         if self.weights is None:
             return base, penalty
         base = self._rows(base if self.soft else base * self.weights, xp)
@@ -332,6 +342,8 @@ def prepare(
         dtype = compute_dtype(xp, z.dtype)
         check_probabilities(labels, xp, host)
         masses = xp.astype(labels, dtype)
+        if host is None and is_traced(labels):  # unchecked: a row with a negative entry is NaN
+            masses = nan_rows(masses, xp.all(masses >= 0, axis=-1), xp)
         if smoothing:
             masses = masses * (1 - smoothing) + smoothing / num_classes
         if weight is not None:

@@ -192,10 +192,11 @@ def reference_terms(
     """``(value, base, penalty)`` of the array-API reference, differentiable by autograd (any
     order, and through ``torch.func`` transforms); traced rows with an invalid label are NaN."""
     terms = core_sr_terms(logits, labels, objective, need_grad=False)
-    base = terms.base
-    if is_traced(logits):
+    base, penalty = terms.base, terms.penalty
+    if is_traced(logits):  # both terms: a row without a class reaches the logits by its penalty only
         base = nan_where_labels_invalid(base, labels, logits.shape[1], torch)
-    return reduce_objective(base, terms.penalty, _lam_like(objective, base), reduction, torch)
+        penalty = nan_where_labels_invalid(penalty, labels, logits.shape[1], torch)
+    return reduce_objective(base, penalty, _lam_like(objective, base), reduction, torch)
 
 
 def _keeps_graph() -> bool:

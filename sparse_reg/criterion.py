@@ -111,7 +111,8 @@ def check_weight_values(weight: Any) -> bool:
     values = _host_values(weight)
     if values is None:
         return False
-    if values.size and not (np.isfinite(values).all() and (values >= 0).all()):
+    # Two reductions, run on every call: NaN fails the first comparison, inf the second.
+    if values.size and not (values.min() >= 0 and values.max() < np.inf):
         bad = values[~(np.isfinite(values) & (values >= 0))]
         raise ValueError(
             f"weight must hold finite values >= 0 (one per class; torch accepts negative weights, "
@@ -140,14 +141,20 @@ def _is_real_array(x: Any) -> bool:
 
 
 def _host_values(x: Any) -> np.ndarray | None:
-    """A NumPy copy (or the array itself) of a small array whose values are in host memory and
-    readable without tracing or synchronisation, else ``None``."""
+    """A NumPy view or copy of a small array whose values are in host memory and readable without
+    tracing or synchronisation, else ``None``."""
     if isinstance(x, np.ndarray):
         return x
     if is_traced(x):
         return None
     if is_torch_array(x):
-        return x.detach().double().numpy() if x.is_cpu else None
+        if not x.is_cpu:
+            return None
+        x = x.detach()
+        try:
+            return x.numpy()  # a zero-copy view
+        except TypeError:  # bfloat16, which NumPy has no dtype for
+            return x.float().numpy()
     if is_jax_array(x) and all(d.platform == "cpu" for d in x.devices()):
         return np.asarray(x)
     return None

@@ -68,7 +68,10 @@ def is_traced(x: Any) -> bool:
     ``jax.vmap``), or a torch tensor seen by ``torch.compile`` or met inside a ``torch.func``
     transform (``vmap``, ``grad``). Reading such an array (``bool``, ``float``, ``.numpy()``)
     fails, or under ``torch.compile`` breaks the graph and guards on the value."""
-    if is_torch_array(x):
+    # The defining module first: array_api_compat's type checks are functools caches, which
+    # torch.compile warns about each time it traces one (a dozen warnings on a first compile).
+    module = type(x).__module__
+    if module.startswith("torch") or (not module.startswith(("jax", "numpy")) and is_torch_array(x)):
         import torch
 
         # Inside a torch.func transform even a plain tensor refuses .numpy(), so the question is

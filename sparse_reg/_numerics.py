@@ -92,3 +92,17 @@ def at_label(x: Array, mask: Array, xp: ModuleType) -> Array:
     if mask.dtype == xp.bool:
         return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=-1)
     return xp.sum(xp.where(mask != 0, mask * x, xp.zeros_like(x)), axis=-1)
+
+
+def nan_rows(values: Array, valid: Array, xp: ModuleType) -> Array:
+    """``values`` (shape ``(N,)`` or ``(N, C)``) with the rows where ``valid`` (shape ``(N,)``) is
+    false made NaN, by a factor of 1 or NaN.
+
+    A product, not ``where``: autograd sends no gradient through the branch ``where`` drops, so a
+    replaced row would have a NaN value but a finite gradient; the product makes its gradient NaN
+    too (and its value NaN even where it was infinite).
+    """
+    # *_like of valid: the device follows, with no device() query (which torch.compile traces).
+    factor = xp.where(valid, xp.ones_like(valid, dtype=values.dtype),
+                      xp.full_like(valid, xp.nan, dtype=values.dtype))
+    return values * (factor if values.ndim == 1 else factor[:, None])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sparse_reg._compat import is_traced
-from sparse_reg._numerics import Array
+from sparse_reg._numerics import Array, nan_rows
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -161,9 +161,14 @@ def check_probabilities(targets: Array, xp: ModuleType, host: np.ndarray | None)
 
 def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp: ModuleType) -> Array:
     """``values`` (shape ``(N,)`` or ``(N, C)``) with NaN in every row whose label is outside
-    ``[0, C)``: what a traced call, which cannot raise on values, returns for such a row."""
-    valid = (labels >= 0) & (labels < num_classes)
-    return xp.where(valid if values.ndim == 1 else valid[:, None], values, xp.full_like(values, xp.nan))
+    ``[0, C)``: what a traced call, which cannot raise on values, returns for such a row.
+
+    The rows are multiplied by a factor, 1 or NaN, rather than replaced with ``where``: autograd
+    sends no gradient through the branch ``where`` drops, so a replaced row would have a NaN
+    value and a finite gradient (that of the penalty alone). A product passes NaN to the row's
+    gradient too.
+    """
+    return nan_rows(values, (labels >= 0) & (labels < num_classes), xp)
 
 
 #: The floating dtypes the formulas run in, in words: every path computes in float32 or float64.

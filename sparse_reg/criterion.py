@@ -11,6 +11,9 @@ itself only ever sees a batch of shape ``(M, C)``:
   :math:`t`, and hard labels under label smoothing, :math:`t = (1-\varepsilon)\,e_y +
   \varepsilon/C`, become target masses :math:`m_c = w_c t_c` and the base term is
   :math:`B_i = \sum_c m_{ic} L(s_i, c)` (:meth:`sparse_reg.BaseLoss.expectation`).
+* **Class weights** must be finite and :math:`\ge 0` (:func:`check_weight_values`), checked at
+  call time where the values are in host memory, folded into the computation as NaN elsewhere
+  (:func:`poison_weight`), so no call waits for a device.
 * **Sample weights.** Sample :math:`i` counts with :math:`\omega_i = w_{y_i}` (class indices;
   0 when :math:`y_i` is ``ignore_index``) or :math:`\omega_i = 1` (class probabilities), as in
   torch's mean. Its objective is :math:`B_i + \lambda\,\omega_i R_i`, with
@@ -40,8 +43,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sparse_reg._compat import array_namespace, device, follow_logits, host_scalar, library_of
-from sparse_reg._numerics import Array, compute_dtype, label_mask
+from sparse_reg._compat import (
+    device,
+    follow_logits,
+    host_scalar,
+    is_jax_array,
+    is_torch_array,
+    is_traced,
+    namespace_of,
+)
+from sparse_reg._numerics import Array, compute_dtype, label_mask, nan_rows
 from sparse_reg._reduction import gradient_scale, reduce, weighted_scale
 from sparse_reg._validation import (
     check_label_values,
@@ -63,9 +74,9 @@ __all__ = [
 
 
 def check_weight(weight: Any) -> Any:
-    """Validate per-class weights: ``None``, or a 1-D real array (a list is taken as NumPy data)
-    of finite values >= 0. The values are checked where reading them costs no device
-    synchronisation (NumPy, CPU tensors); the length is checked against the logits at call time."""
+    """Validate the type, dimension and dtype of per-class weights: ``None``, or a 1-D real array
+    (a list is taken as NumPy data). The length and the values (:func:`check_weight_values`) are
+    checked at call time, against the logits, so a module's buffer changed in place is seen."""
     if weight is None:
         return None
     if isinstance(weight, (list, tuple)):
@@ -80,23 +91,72 @@ def check_weight(weight: Any) -> Any:
     kind = np.dtype(dtype).kind if isinstance(weight, np.ndarray) else None
     if (kind is not None and kind not in "iuf") or (kind is None and not _is_real_array(weight)):
         raise TypeError(f"weight must have a real (integer or floating) dtype; got {dtype}")
-    values = weight if isinstance(weight, np.ndarray) else _host_values(weight)
-    if values is not None and values.size and not (
-        np.isfinite(values).all() and (values >= 0).all()
-    ):
-        raise ValueError(f"weight must hold finite values >= 0; got {weight!r}")
     return weight
 
 
+def check_weight_values(weight: Any) -> bool:
+    r"""Raise unless every class weight is finite and :math:`\ge 0`, where the values can be read
+    without a device synchronisation; return whether they were read.
+
+    Read: NumPy arrays, CPU tensors and JAX arrays on the CPU, outside tracing. Not read (returns
+    ``False``): device memory (CUDA tensors, CuPy, JAX on an accelerator), where reading would
+    wait for the device on every call, and traced arrays (``torch.compile``, ``jax.jit``), which
+    have no values; the caller then folds the rule into the computation (:func:`poison_weight`).
+
+    Negative weights, which torch accepts, are refused: torch's mean divides by
+    :math:`W = \sum_i w_{y_i}`, which can then be 0 (an infinite or NaN mean) or negative (the
+    sign of the whole objective flips), and a sample of negative weight has a loss unbounded
+    below (its penalty rewards dense outputs), so a minimiser no longer exists.
+    """
+    values = _host_values(weight)
+    if values is None:
+        return False
+    # Two reductions, run on every call: NaN fails the first comparison, inf the second.
+    if values.size and not (values.min() >= 0 and values.max() < np.inf):
+        bad = values[~(np.isfinite(values) & (values >= 0))]
+        raise ValueError(
+            f"weight must hold finite values >= 0 (one per class; torch accepts negative weights, "
+            f"sparse_reg refuses them); got {bad.tolist()} among {weight!r}"
+        )
+    return True
+
+
+def poison_weight(weight: Array, xp: ModuleType) -> Array:
+    r"""``weight`` unchanged if every entry is finite and :math:`\ge 0`, else NaN everywhere.
+
+    The rule of :func:`check_weight_values` as arithmetic, for weights whose values cannot be read
+    (device memory, tracing): no branch on the values and no synchronisation. All of the weight
+    becomes NaN, not only the bad entry, because the mean divides by :math:`W = \sum_i \omega_i`
+    and a NaN :math:`W` would give the other rows a zero gradient (a finite wrong number); this
+    way the value and every gradient entry of the call are NaN.
+    """
+    ok = xp.all(xp.isfinite(weight) & (weight >= 0))
+    return weight + xp.where(ok, xp.zeros_like(ok, dtype=weight.dtype),
+                             xp.full_like(ok, xp.nan, dtype=weight.dtype))
+
+
 def _is_real_array(x: Any) -> bool:
-    xp = array_namespace(x)
+    xp = namespace_of(x)  # a per-type dict: array_namespace's functools caches warn when traced
     return bool(xp.isdtype(x.dtype, ("integral", "real floating")))
 
 
 def _host_values(x: Any) -> np.ndarray | None:
-    """A NumPy copy of a small array when it is in host memory, else ``None``."""
-    if library_of(x) == "torch" and x.device.type == "cpu":
-        return x.detach().double().numpy()
+    """A NumPy view or copy of a small array whose values are in host memory and readable without
+    tracing or synchronisation, else ``None``."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_traced(x):
+        return None
+    if is_torch_array(x):
+        if not x.is_cpu:
+            return None
+        x = x.detach()
+        try:
+            return x.numpy()  # a zero-copy view
+        except TypeError:  # bfloat16, which NumPy has no dtype for
+            return x.float().numpy()
+    if is_jax_array(x) and all(d.platform == "cpu" for d in x.devices()):
+        return np.asarray(x)
     return None
 
 
@@ -261,7 +321,10 @@ class Batch(NamedTuple):
     def weigh(self, base: Array, penalty: Array, xp: ModuleType) -> tuple[Array, Array]:
         """Per-sample base and penalty terms of the weighted objective (see the module text)."""
         if not self.checked:
+            # Both terms: the base term of a row without a class has no path back to the logits
+            # (its mask is empty), so only the penalty's carries the NaN into the gradient.
             base = nan_where_labels_invalid(base, self.indices, self.logits.shape[1], xp)
+            penalty = nan_where_labels_invalid(penalty, self.indices, self.logits.shape[1], xp)
         if self.weights is None:
             return base, penalty
         base = self._rows(base if self.soft else base * self.weights, xp)
@@ -320,7 +383,7 @@ def prepare(
             "(floating point), as in torch; pass integer class indices to ignore samples"
         )
     z, labels, layout = _flatten(logits, labels, soft, xp)
-    num_rows, num_classes = z.shape
+    num_classes = z.shape[1]
     host = host_view(labels) if host_view is not None else None
     # isinstance, not library_of: its per-type cache, filled while torch.compile traces, would
     # become a guard that fails on the next call (one recompilation).
@@ -332,6 +395,8 @@ def prepare(
         dtype = compute_dtype(xp, z.dtype)
         check_probabilities(labels, xp, host)
         masses = xp.astype(labels, dtype)
+        if host is None and is_traced(labels):  # unchecked: a row with a negative entry is NaN
+            masses = nan_rows(masses, xp.all(masses >= 0, axis=-1), xp)
         if smoothing:
             masses = masses * (1 - smoothing) + smoothing / num_classes
         if weight is not None:
@@ -351,8 +416,9 @@ def prepare(
         if not checked:  # traced: an out-of-range label must not index out of bounds
             weights = xp.where((labels >= 0) & (labels < num_classes), weights, xp.zeros_like(weights))
     if valid is not None:
-        weights = xp.where(valid, xp.ones((num_rows,), dtype=dtype, device=device(z)) if weights is None
-                           else weights, xp.zeros((num_rows,), dtype=dtype, device=device(z)))
+        # *_like of the labels, not device(z): no device query for torch.compile to trace.
+        weights = xp.where(valid, xp.ones_like(labels, dtype=dtype) if weights is None else weights,
+                           xp.zeros_like(labels, dtype=dtype))
     total = None if weights is None else xp.sum(weights)
     if not smoothing:
         return Batch(z, labels, False, weights, valid, total, checked, labels, layout)
@@ -371,11 +437,15 @@ def _index_dtype_ok(labels: Array, xp: ModuleType) -> bool:
 
 
 def _weight_for(weight: Any, logits: Array, xp: ModuleType) -> Array | None:
-    """``weight`` in the logits' library, device and compute dtype, checked against ``C``."""
+    """``weight`` in the logits' library, device and compute dtype, checked against ``C``; its
+    values are checked here, at call time, or made NaN where bad when they cannot be read
+    (:func:`poison_weight`)."""
     if weight is None:
         return None
+    read = check_weight_values(weight)
     weight = follow_logits("weight", weight, logits, xp)
-    if device(weight) != device(logits):
+    # Traced, a device is not known (a JAX tracer's is None) or costs a traced query: skipped.
+    if not (is_traced(weight) or is_traced(logits)) and device(weight) != device(logits):
         raise ValueError(
             f"weight is on device {device(weight)} but logits on {device(logits)}; move it there"
         )
@@ -385,4 +455,5 @@ def _weight_for(weight: Any, logits: Array, xp: ModuleType) -> Array | None:
             f"weight must have shape (C,) = ({num_classes},), one weight per class; "
             f"got {tuple(weight.shape)}"
         )
-    return xp.astype(weight, compute_dtype(xp, logits.dtype))
+    weight = xp.astype(weight, compute_dtype(xp, logits.dtype))
+    return weight if read else poison_weight(weight, xp)

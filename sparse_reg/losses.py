@@ -122,12 +122,16 @@ class BaseLoss:
         r"""The loss of class-probability targets, :math:`\sum_c m_c L(s, c)`, and its gradient.
 
         ``masses`` (shape ``(N, C)``, non-negative) are the targets, possibly scaled by class
-        weights. Each row is divided by its total :math:`M = \sum_c m_c` to a distribution
-        :math:`t` and the result is :math:`M\,\mathbb E_{c\sim t}[L(s, c)]`. The expectation is
-        taken in the one way the definition allows: a :attr:`soft_mask` loss receives :math:`t` as
-        its mask; a :attr:`label_only` loss, :math:`L(s, c) = f(\log s_c)`, is evaluated on every
-        class column at once and averaged with weights :math:`t`; a sum averages its
-        :attr:`parts`. Other losses raise :class:`ValueError`.
+        weights. A :attr:`label_only` loss (a sum of such losses too), :math:`L(s, c) =
+        f(\log s_c)`, is evaluated on every class column at once and summed with weights
+        :math:`m_c` (:func:`_mass_sum`), as the definition reads. Otherwise each row is divided by
+        its total :math:`M = \sum_c m_c` to a distribution :math:`t` and the result is
+        :math:`M\,\mathbb E_{c\sim t}[L(s, c)]`: a :attr:`soft_mask` loss receives :math:`t` as
+        its mask, a sum averages its :attr:`parts`. Other losses raise :class:`ValueError`.
+
+        The first way keeps the derivative with respect to the targets, :math:`L(s, c)`, finite
+        where it is (the division by :math:`M` would pass an infinite entry to the whole row as
+        NaN), as torch's probability-target cross entropy has it.
 
         Returns
         -------
@@ -136,12 +140,32 @@ class BaseLoss:
             unless ``need_grad``).
         """
         self.check_soft_targets()
+        if self.label_only:
+            per_class, per_class_grad = self._per_class(log_s, xp, need_grad, params)
+            grad = None
+            if need_grad:
+                grad = xp.where(masses != 0, masses * per_class_grad, xp.zeros_like(per_class_grad))
+            return _mass_sum(per_class, masses, xp), grad
         total = xp.sum(masses, axis=-1)
         positive = total > 0
         share = masses / xp.where(positive, total, xp.ones_like(total))[:, None]
         value, grad = self._expected(log_s, share, xp, need_grad, params)
         scale = xp.where(positive, total, xp.zeros_like(total))
         return value * scale, None if grad is None else grad * scale[:, None]
+
+    def _per_class(
+        self, log_s: Array, xp: ModuleType, need_grad: bool, params: Mapping[str, Any]
+    ) -> tuple[Array, Array | None]:
+        r"""A :attr:`label_only` loss's :math:`L(s, c)` for every class ``c`` (shape ``(N, C)``),
+        and its derivative in :math:`\log s_c` (``None`` unless ``need_grad``): the loss of an
+        ``(N C, 1)`` problem whose one class is each column in turn."""
+        rows, num_classes = log_s.shape
+        column = xp.reshape(log_s, (rows * num_classes, 1))
+        ones = xp.ones(column.shape, dtype=xp.bool, device=device_of(log_s))
+        per_class = xp.reshape(self.value(column, ones, xp=xp, **params), (rows, num_classes))
+        if not need_grad:
+            return per_class, None
+        return per_class, xp.reshape(self.grad(column, ones, xp=xp, **params), (rows, num_classes))
 
     def _expected(
         self, log_s: Array, targets: Array, xp: ModuleType, need_grad: bool, params: Mapping[str, Any]
@@ -157,14 +181,10 @@ class BaseLoss:
         if self.soft_mask:
             grad = self.grad(log_s, targets, xp=xp, **params) if need_grad else None
             return self.value(log_s, targets, xp=xp, **params), grad
-        # label_only: f(log s_c) for every class c at once, as an (N C, 1) problem.
-        rows, num_classes = log_s.shape
-        column = xp.reshape(log_s, (rows * num_classes, 1))
-        ones = xp.ones(column.shape, dtype=xp.bool, device=device_of(log_s))
-        per_class = xp.reshape(self.value(column, ones, xp=xp, **params), (rows, num_classes))
+        # label_only: f(log s_c) for every class c at once.
+        per_class, per_class_grad = self._per_class(log_s, xp, need_grad, params)
         grad = None
         if need_grad:
-            per_class_grad = xp.reshape(self.grad(column, ones, xp=xp, **params), (rows, num_classes))
             grad = xp.where(targets != 0, targets * per_class_grad, xp.zeros_like(per_class_grad))
         return at_label(per_class, targets, xp), grad
 
@@ -192,6 +212,29 @@ class BaseLoss:
         if _REGISTRY.get(self.name) is self:
             return (get_loss, (self.name,))
         return (BaseLoss, tuple(getattr(self, f.name) for f in fields(self)))
+
+
+def _mass_sum(per_class: Array, masses: Array, xp: ModuleType) -> Array:
+    r""":math:`\sum_c m_c L_c` per row, with a class of mass 0 adding exactly 0 even where its
+    loss :math:`L_c` is infinite (a class of probability 0), and :math:`\partial/\partial m_c =
+    L_c` everywhere, :math:`\pm\infty` included, as torch and optax give it.
+
+    A plain product would make such a class's value :math:`0\cdot\infty` = NaN; masking the loss
+    with ``where`` makes its mass derivative 0 (or NaN, from the masked product's backward). So the
+    masked sum is completed by :math:`(m_c\,b)\,(\pm b)` at those classes, with :math:`b` the
+    dtype's largest finite number: its value is exactly 0 (:math:`m_c = 0`) and its derivative
+    :math:`\pm b^2` overflows to :math:`\pm\infty`, while the derivative with respect to the
+    loss, and so to the logits, stays 0.
+    """
+    kept = masses != 0
+    zero = xp.zeros_like(per_class)
+    term = masses * xp.where(kept, per_class, zero)
+    edge = ~kept & xp.isinf(per_class)
+    big = xp.finfo(per_class.dtype).max
+    infinite = (xp.where(edge, masses, xp.zeros_like(masses)) * big) * xp.where(
+        edge, xp.sign(per_class) * big, zero
+    )
+    return xp.sum(term + infinite, axis=-1)
 
 
 def _checked(loss: str, key: str, value: Any, predicate: Callable[[Any], bool], words: str) -> Any:

@@ -11,7 +11,7 @@ from sparse_reg._reduction import check_reduction
 from sparse_reg._validation import check_flag
 from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
-from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, prepare
+from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, check_weight_values, prepare
 from sparse_reg.losses import get_loss
 from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
 from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
@@ -40,7 +40,11 @@ class SparseRegLoss(torch.nn.Module):
     weight, ignore_index, label_smoothing
         As for :func:`sparse_reg.loss`, and as :class:`torch.nn.CrossEntropyLoss` takes them
         (compared argument by argument in the getting-started guide); ``weight`` is a buffer,
-        so it follows ``.to(device)`` and the state dict. Logits may be ``(N, C)``, ``(C,)`` or
+        so it follows ``.to(device)`` and the state dict. Its values must be finite and
+        :math:`\ge 0` (negative weights, which torch accepts, are refused); they are checked at
+        construction and on every call, so a buffer changed in place is seen: a ``ValueError``
+        for a CPU buffer, NaN in the value and every gradient entry on a GPU and under
+        ``torch.compile`` (a check there would wait for the device). Logits may be ``(N, C)``, ``(C,)`` or
         ``(N, C, d1, ..., dk)``, and labels class indices or class probabilities.
     schedule
         The :math:`\lambda` schedule: a :class:`~sparse_reg.LambdaSchedule` (open loop, by the
@@ -56,6 +60,8 @@ class SparseRegLoss(torch.nn.Module):
       read from the buffer on the device. Under compilation the label range is not checked (it
       would read the labels): a label outside ``[0, C)`` gives NaN in that row's value and
       gradient, hence a NaN mean.
+    * Arguments: ``logits`` and ``labels`` must be torch tensors (a ``TypeError`` names the
+      other types); :func:`sparse_reg.loss` takes the other libraries.
     * ``torch.func``: ``vmap`` and ``grad`` (any order) run the array-API reference in torch
       operators, with the same NaN rule for labels.
     * ``copy.deepcopy``, ``pickle``, ``torch.save`` and ``torch.optim.swa_utils.AveragedModel``
@@ -112,6 +118,7 @@ class SparseRegLoss(torch.nn.Module):
         criterion = Criterion.create(
             weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing
         )
+        check_weight_values(criterion.weight)  # at construction too, not only at the first call
         # A buffer, as in torch.nn.CrossEntropyLoss: it follows .to(device) and the state dict.
         self.register_buffer("weight", None if weight is None else torch.as_tensor(criterion.weight))
         self.ignore_index, self.label_smoothing = criterion.ignore_index, criterion.label_smoothing
@@ -145,6 +152,8 @@ class SparseRegLoss(torch.nn.Module):
         """The loss of ``logits`` against ``labels``, shaped as for :func:`sparse_reg.loss`:
         ``(N, C)`` (or ``(C,)``, or ``(N, C, d1, ..., dk)``) against class indices ``(N,)`` (``()``,
         ``(N, d1, ..., dk)``) or class probabilities of the logits' shape."""
+        _check_tensor("logits", logits)
+        _check_tensor("labels", labels)
         xp = _TORCH_NAMESPACE
         criterion = Criterion(self.weight, self.ignore_index, self.label_smoothing)
         batch = prepare(logits, labels, criterion, xp, torch_backend.host_view)
@@ -185,6 +194,17 @@ class SparseRegLoss(torch.nn.Module):
         return (
             f"base={o.base.name!r}, tau={o.tau}, p={o.p}, schedule={self.schedule}, "
             f"normalize={o.normalize}, clamp={o.clamp}, reduction={self.reduction!r}{params}"
+        )
+
+
+def _check_tensor(name: str, x: Any) -> None:
+    """Raise a :class:`TypeError` naming ``name`` unless ``x`` is a tensor: the module computes on
+    torch tensors only (:func:`sparse_reg.loss` takes the other libraries)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"SparseRegLoss expects torch tensors; {name} is a {type(x).__module__}.{type(x).__qualname__}"
+            f" ({x!r:.80}). Convert it with torch.as_tensor, or call sparse_reg.loss for NumPy, "
+            "JAX or CuPy arrays"
         )
 
 

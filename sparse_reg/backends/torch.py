@@ -69,9 +69,12 @@ def from_host(x: object, device: str | None) -> torch.Tensor:
 
 
 def host_view(x: torch.Tensor) -> np.ndarray | None:
-    """The tensor's memory as a NumPy array when it is on the CPU (zero copy), else ``None``."""
+    """The tensor's memory as a NumPy array when it is on the CPU (zero copy), else ``None``
+    (also for bfloat16, which NumPy has no dtype for: such targets are checked in torch)."""
     # is_cpu rather than device.type throughout: it builds no device object (a sixth of the cost).
-    return x.numpy() if x.is_cpu and not x.requires_grad and not is_traced(x) else None
+    if not x.is_cpu or x.requires_grad or x.dtype == torch.bfloat16 or is_traced(x):
+        return None
+    return x.numpy()
 
 
 def supports(objective: Objective) -> bool:
@@ -189,10 +192,11 @@ def reference_terms(
     """``(value, base, penalty)`` of the array-API reference, differentiable by autograd (any
     order, and through ``torch.func`` transforms); traced rows with an invalid label are NaN."""
     terms = core_sr_terms(logits, labels, objective, need_grad=False)
-    base = terms.base
-    if is_traced(logits):
+    base, penalty = terms.base, terms.penalty
+    if is_traced(logits):  # both terms: a row without a class reaches the logits by its penalty only
         base = nan_where_labels_invalid(base, labels, logits.shape[1], torch)
-    return reduce_objective(base, terms.penalty, _lam_like(objective, base), reduction, torch)
+        penalty = nan_where_labels_invalid(penalty, labels, logits.shape[1], torch)
+    return reduce_objective(base, penalty, _lam_like(objective, base), reduction, torch)
 
 
 def _keeps_graph() -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from sparse_reg._compat import is_traced
 from sparse_reg._frozen import FrozenMapping
 from sparse_reg._reduction import check_reduction
 from sparse_reg._validation import check_flag
@@ -13,7 +14,7 @@ from sparse_reg.backends import array_namespace
 from sparse_reg.backends import torch as torch_backend
 from sparse_reg.criterion import CRITERION_DEFAULTS, Criterion, check_weight_values, prepare
 from sparse_reg.losses import get_loss
-from sparse_reg.regularizer import DEFAULTS, Objective, sr_terms
+from sparse_reg.regularizer import DEFAULTS, Objective, check_tau_for_dtype, sr_terms
 from sparse_reg.schedule import AdaptiveLambda, LambdaSchedule
 
 __all__ = ["SAFE_GLOBALS", "SparseRegLoss"]
@@ -158,6 +159,8 @@ class SparseRegLoss(torch.nn.Module):
         criterion = Criterion(self.weight, self.ignore_index, self.label_smoothing)
         batch = prepare(logits, labels, criterion, xp, torch_backend.host_view)
         objective, reduction = self.objective, self.reduction
+        if not is_traced(logits):  # tau is a constant of the module: compiled code need not check it
+            check_tau_for_dtype(objective.tau, batch.logits.dtype)
         if batch.soft:
             objective.base.check_soft_targets()
         if self.fused and not batch.soft:

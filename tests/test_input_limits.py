@@ -84,6 +84,21 @@ def test_tau_below_the_minimum_is_refused_for_torch_bfloat16():
         sr.loss(torch.from_numpy(logits).bfloat16(), torch.from_numpy(labels), tau=5e-25)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_module_refuses_tau_below_the_dtype_minimum_at_call_time(dtype, fused):
+    """The module is built before the logits' dtype is known, so the check runs on each call,
+    with the message of sparse_reg.loss."""
+    torch = pytest.importorskip("torch")
+    logits, labels = _batch(dtype)
+    logits, labels = torch.from_numpy(logits), torch.from_numpy(labels)
+    minimum = MIN_TAU[dtype]
+    criterion = sr.nn.SparseRegLoss(tau=minimum / 2, fused=fused)
+    with pytest.raises(ValueError, match=rf"tau must be >= {minimum:g} for {dtype} logits; got"):
+        criterion(logits, labels)
+    sr.nn.SparseRegLoss(tau=minimum, fused=fused)(logits, labels)  # the minimum itself is supported
+
+
 @pytest.mark.parametrize("kernel_on", [True, False], ids=["kernel", "fallback"])
 @pytest.mark.parametrize("tau", [1e-6, 1e-9, 1e-12, 1e-20, 1e-24])
 def test_small_tau_in_float32_matches_float64(kernel_on, tau):

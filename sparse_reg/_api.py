@@ -87,10 +87,14 @@ def loss(
         ``None`` (default) computes the penalty exactly in the log domain; ``1e-7`` reproduces the
         official code's ``clamp(s, 1e-7, 1) ** p``.
     weight
-        Per-class weights :math:`w` of shape ``(C,)``, as torch's ``weight``. Sample :math:`i`
-        with class index :math:`y_i` counts :math:`\omega_i = w_{y_i}` times in the whole objective,
-        base term and penalty, and the mean divides by :math:`\sum_i \omega_i`: a reweighting of
-        samples, which keeps each sample's minimiser and the meaning of :math:`\lambda` (see
+        Per-class weights :math:`w` of shape ``(C,)``, finite and :math:`\ge 0` (torch also
+        takes negative ones), checked on every call: a bad weight raises a ``ValueError`` where
+        the values are in host memory (NumPy, CPU tensors, JAX on the CPU), and makes the value
+        and every gradient entry NaN where they are not read (device memory such as CUDA or
+        CuPy, ``torch.compile``, ``jax.jit``). Sample :math:`i` with class index :math:`y_i`
+        counts :math:`\omega_i = w_{y_i}` times in the whole objective, base term and penalty,
+        and the mean divides by :math:`\sum_i \omega_i`: a reweighting of samples, which keeps
+        each sample's minimiser and the meaning of :math:`\lambda` (see
         :mod:`sparse_reg.criterion`). With class probabilities the base term is
         :math:`\sum_c w_c t_c L(s, c)` and every sample counts once, as in torch.
     ignore_index

@@ -81,6 +81,14 @@ def test_poison_weight_is_nan_everywhere_for_one_bad_entry():
         assert torch.isnan(poison_weight(torch.tensor(bad), xp)).all()
 
 
+def test_loss_docstring_states_the_weight_rule_not_torchs():
+    entry = sr.loss.__doc__.split("    weight\n", 1)[1].split("    ignore_index\n", 1)[0]
+    entry = " ".join(entry.split())
+    assert "as torch's" not in entry
+    for rule in ("finite and :math:`\\ge 0`", "ValueError", "NaN", "torch.compile", "jax.jit"):
+        assert rule in entry, rule
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_module_weight_changed_in_place_is_checked_at_call_time(fused):
     criterion = SparseRegLoss(weight=torch.ones(C), fused=fused)

@@ -24,6 +24,7 @@ from sparse_reg.errors import BackendMismatchError
 __all__ = [
     "array_namespace",
     "device",
+    "device_of",
     "host_scalar",
     "is_array_api_obj",
     "is_cupy_array",
@@ -31,9 +32,11 @@ __all__ = [
     "is_lazy_array",
     "is_numpy_array",
     "is_torch_array",
+    "is_torch_type",
     "is_traced",
     "library_of",
     "namespace_of",
+    "traceable_namespace",
 ]
 
 
@@ -59,8 +62,44 @@ def namespace_of(x: object) -> Any:
     """:func:`array_namespace` of one array, remembered per array type."""
     namespace = _NAMESPACE_BY_TYPE.get(type(x))
     if namespace is None:
-        namespace = _NAMESPACE_BY_TYPE[type(x)] = array_namespace(x)
+        if is_torch_type(type(x)):  # array_namespace's type checks would warn when traced
+            import array_api_compat.torch as namespace
+        else:
+            namespace = array_namespace(x)
+        _NAMESPACE_BY_TYPE[type(x)] = namespace
     return namespace
+
+
+def traceable_namespace(x: object) -> Any:
+    """:func:`namespace_of` for code that ``torch.compile`` traces mid-graph: a torch tensor's
+    namespace without the per-type table, whose contents a read while tracing turns into a guard
+    (a later call that adds a type then costs a recompilation)."""
+    if is_torch_type(type(x)):
+        import array_api_compat.torch as namespace
+
+        return namespace
+    return namespace_of(x)
+
+
+def device_of(x: Any) -> Any:
+    """:func:`device` of ``x``; a torch tensor's own ``device`` attribute, which
+    ``torch.compile`` traces without the warnings of :func:`device`'s functools caches."""
+    # No per-type table here: one filled while torch.compile traces can cost a recompilation.
+    if is_torch_type(type(x)):
+        return x.device
+    return device(x)
+
+
+def is_torch_type(cls: type) -> bool:
+    """Whether ``cls`` is :class:`torch.Tensor` or a subclass defined in torch (fake and functional
+    tensors included), decided without array_api_compat's type checks: those are functools
+    caches, and ``torch.compile`` prints a warning for each one it traces."""
+    module = cls.__module__
+    if module != "torch" and not module.startswith("torch."):
+        return False
+    import torch
+
+    return issubclass(cls, torch.Tensor)
 
 
 def is_traced(x: Any) -> bool:
@@ -95,6 +134,8 @@ def host_scalar(x: Any) -> float | None:
 
 
 def _find_library(x: object) -> str:
+    if is_torch_type(type(x)):  # first: the checks below would warn when traced
+        return "torch"
     if is_numpy_array(x):
         return "numpy"
     if is_torch_array(x):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from sparse_reg._compat import device_of
+
 Array = Any
 
 #: Row norms below this are clamped, as :func:`torch.nn.functional.normalize` does.
@@ -73,12 +75,13 @@ def normalize_backward(grad_n: Array, n: Array, norm: Array, xp: ModuleType) -> 
     return xp.where(norm > NORM_EPS, projected, grad_n) / norm
 
 
-def label_mask(labels: Array, num_classes: int, xp: ModuleType, device: Any) -> Array:
-    """Boolean one-hot mask of shape ``(N, C)``: ``mask[i, k]`` is ``labels[i] == k``."""
+def label_mask(labels: Array, num_classes: int, xp: ModuleType) -> Array:
+    """Boolean one-hot mask of shape ``(N, C)``, on the labels' device: ``mask[i, k]`` is
+    ``labels[i] == k``."""
     # 8- and 16-bit label dtypes cannot hold every class index; compare in 32 bits at least.
     if xp.iinfo(labels.dtype).bits < 32:
         labels = xp.astype(labels, xp.int32)
-    classes = xp.arange(num_classes, dtype=labels.dtype, device=device)
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=device_of(labels))
     return labels[:, None] == classes
 
 

@@ -175,16 +175,30 @@ def nan_where_labels_invalid(values: Array, labels: Array, num_classes: int, xp:
 SUPPORTED_FLOATS = "float16, bfloat16, float32 or float64"
 
 
-@cache
 def _is_supported_float(xp: ModuleType, dtype: Any) -> bool:
     """Whether ``dtype`` is a real floating dtype every path computes in: float128 (long double),
     which NumPy counts as real floating, is not one (no compiled path or GPU has it)."""
-    return _is_kind(xp, dtype, "real floating") and xp.finfo(dtype).bits <= 64
+    if type(dtype).__module__ == "torch":  # a torch.dtype: torch has no dtype wider than 64 bits
+        return dtype.is_floating_point
+    return _is_cached_supported_float(xp, dtype)
+
+
+def _is_kind(xp: ModuleType, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``; remembered except for torch dtypes, which answer from their
+    own attributes, and which torch.compile traces: it warns on every functools cache it meets."""
+    if type(dtype).__module__ == "torch":
+        return bool(xp.isdtype(dtype, kind))
+    return _is_cached_kind(xp, dtype, kind)
 
 
 @cache
-def _is_kind(xp: ModuleType, dtype: Any, kind: str) -> bool:
-    """``xp.isdtype(dtype, kind)``, remembered: a call's dtypes rarely change between calls."""
+def _is_cached_supported_float(xp: ModuleType, dtype: Any) -> bool:
+    return _is_cached_kind(xp, dtype, "real floating") and xp.finfo(dtype).bits <= 64
+
+
+@cache
+def _is_cached_kind(xp: ModuleType, dtype: Any, kind: str) -> bool:
+    # a call's dtypes rarely change between calls
     return bool(xp.isdtype(dtype, kind))
 
 

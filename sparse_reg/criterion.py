@@ -422,7 +422,7 @@ def prepare(
     total = None if weights is None else xp.sum(weights)
     if not smoothing:
         return Batch(z, labels, False, weights, valid, total, checked, labels, layout)
-    one_hot = xp.astype(label_mask(labels, num_classes, xp, device(z)), dtype)
+    one_hot = xp.astype(label_mask(labels, num_classes, xp), dtype)
     masses = one_hot * (1 - smoothing) + smoothing / num_classes
     if weight is not None:
         masses = masses * weight

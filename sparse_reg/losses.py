@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
 
-from sparse_reg._compat import device as device_of
+from sparse_reg._compat import device_of
 from sparse_reg._frozen import FrozenMapping
 from sparse_reg._numerics import Array, at_label
 from sparse_reg._validation import real_scalar

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sparse_reg._compat import array_namespace, device, host_scalar, is_traced
+from sparse_reg._compat import array_namespace, host_scalar, is_traced, traceable_namespace
 from sparse_reg._frozen import FrozenMapping
 from sparse_reg._numerics import (
     Array,
@@ -372,7 +372,7 @@ def sr_terms(
     factor :math:`\omega_i` on each sample's penalty in the gradient, which is then that of
     :math:`B_i + \lambda\,\omega_i \sum_k s_{ik}^p` (the returned penalty stays unweighted).
     """
-    xp = array_namespace(logits)
+    xp = traceable_namespace(logits)  # array_namespace's functools caches warn when traced
     z = xp.astype(logits, compute_dtype(xp, logits.dtype))
     log_s, unit, norm = _sharpened_log_probs(z, objective.tau, objective.normalize, xp)
     base_loss, params = objective.base, objective.params
@@ -382,7 +382,7 @@ def sr_terms(
         masses = xp.astype(labels, z.dtype)
         base, base_grad = base_loss.expectation(log_s, masses, xp=xp, need_grad=need_grad, **params)
     else:
-        mask = label_mask(labels, z.shape[-1], xp, device(logits))
+        mask = label_mask(labels, z.shape[-1], xp)
         base, base_grad = base_loss.value(log_s, mask, xp=xp, **params), None
     penalty, dpenalty = _penalty(log_s, objective.p, objective.clamp, xp)
     if not need_grad:

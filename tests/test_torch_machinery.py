@@ -137,6 +137,35 @@ def test_fullgraph_compile_of_a_first_call_in_a_fresh_process():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
+
+def test_a_first_compile_in_a_fresh_process_emits_no_warning():
+    """Dynamo warns once per process for each functools cache it traces (array_api_compat's type
+    checks, our dtype caches): none may be on the traced path, for any option."""
+    script = (
+        "import logging, warnings, torch, sparse_reg as sr\n"
+        "from sparse_reg.nn import SparseRegLoss\n"
+        "records = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if record.levelno >= logging.WARNING: records.append(record.getMessage())\n"
+        "logging.getLogger('torch').addHandler(Keep())\n"
+        "z = torch.randn(8, 5, requires_grad=True); y = torch.randint(0, 5, (8,))\n"
+        "calls = [lambda z, y: sr.loss(z, y), lambda z, y: sr.loss(z, y, fused=False),\n"
+        "         lambda z, y: sr.loss(z, y, label_smoothing=0.1),\n"
+        "         lambda z, y: sr.loss(z, y, weight=torch.ones(5), ignore_index=1),\n"
+        "         lambda z, y: sr.loss(z, y, normalize=True), SparseRegLoss(),\n"
+        "         SparseRegLoss(fused=False, label_smoothing=0.1)]\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    for call in calls:\n"
+        "        torch.compile(call, backend='aot_eager')(z, y).backward()\n"
+        "print([str(w.message).splitlines()[0] for w in caught] + records)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout[-3000:]
+    assert "warn" not in result.stderr.lower(), result.stderr[-3000:]
+
 @FUSED
 def test_compiled_call_marks_an_out_of_range_label_with_nan(fused):
     criterion = SparseRegLoss(fused=fused, reduction="none")

@@ -25,6 +25,7 @@ from sparse_reg._compat import (
     is_array_api_obj,
     is_lazy_array,
     is_torch_array,
+    is_torch_type,
     library_of,
     namespace_of,
 )
@@ -104,7 +105,7 @@ def _as_array(x: Any, argument: str) -> Any:
         return x
     if isinstance(x, (list, tuple)):
         return np.asarray(x)
-    if not is_array_api_obj(x):
+    if not (is_torch_type(type(x)) or is_array_api_obj(x)):  # is_array_api_obj warns when traced
         raise TypeError(
             f"{argument} must be an array (NumPy, CuPy, PyTorch, JAX or any array-API library); "
             f"got {type(x).__name__}"

@@ -51,15 +51,22 @@ def unit_rows(z: Array, xp: ModuleType) -> tuple[Array, Array]:
     ``(N, 1)``. The norm is taken as :math:`a\sqrt{\sum_k (z_k/a)^2}` with :math:`a = \max_k
     |z_k|`, and :math:`n` from the scaled row, so neither the squares of large logits (above
     :math:`10^{19}` in float32) nor a norm beyond the dtype's range spoil :math:`n`; such a norm
-    becomes ``inf``, whose reciprocal (all the backward needs) is the correct limit 0.
+    becomes ``inf``, whose reciprocal (all the backward needs) is the correct limit 0. A row
+    holding an infinite or NaN entry has no direction: its ``n`` and ``norm`` are NaN, as on
+    every fused path.
     """
     peak = xp.max(xp.abs(z), axis=-1, keepdims=True)
     peak = xp.where(peak > 0, peak, xp.ones_like(peak))
-    scaled = z / peak
+    # Divided by sqrt(peak) twice, not by peak: XLA turns z / peak into z * (1 / peak), and for
+    # peaks near the dtype's largest value 1 / peak is subnormal, flushed to 0 on the CPU.
+    root = xp.sqrt(peak)
+    scaled = (z / root) / root
     length = xp.sqrt(xp.sum(scaled * scaled, axis=-1, keepdims=True))
-    norm = xp.maximum(peak * length, NORM_EPS)
-    safe_length = xp.where(length > 0, length, xp.ones_like(length))
-    unit = xp.where(norm > NORM_EPS, scaled / safe_length, z / NORM_EPS)
+    norm = xp.maximum(peak * length, NORM_EPS)  # NaN stays NaN: maximum propagates it
+    # 1 only where the row is zero (then the clamped branch is taken); a NaN length, from an
+    # infinite entry (inf / inf), is kept, so the whole row is NaN.
+    safe_length = xp.where(length == 0, xp.ones_like(length), length)
+    unit = xp.where(norm <= NORM_EPS, z / NORM_EPS, scaled / safe_length)
     return unit, norm
 
 

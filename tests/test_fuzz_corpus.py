@@ -25,10 +25,7 @@ every path.
 
 Rows are left out of a comparison only by :func:`known_limits`, each with its reason: the
 documented limits (the normalised losses where a log-probability falls below the dtype's range;
-the CUDA kernel's direct :math:`z/\tau` for the dtype's largest logits), and two differences of
-the reference's :func:`~sparse_reg._numerics.unit_rows` (a normalised row holding ``-inf``, which
-it gives a finite direction and the fused paths NaN; and, under XLA, a row of the dtype's largest
-values, which comes out NaN).
+the CUDA kernel's direct :math:`z/\tau` for the dtype's largest logits).
 """
 
 from __future__ import annotations
@@ -254,17 +251,9 @@ def reference(case: Case) -> tuple[np.ndarray, np.ndarray]:
 
 def known_limits(case: Case, path: str) -> dict[str, str]:
     """Rows left out of the comparison of ``case`` on ``path``, by row name, with the reason: the
-    documented limits, and one open difference of the reference (see the module text)."""
+    documented limits (see the module text)."""
     values, _ = host_batch(case)
     skipped = {}
-    if case.normalize:
-        # The reference's unit_rows gives a row holding -inf a finite direction; the fused paths
-        # give such a row NaN, as every path does without normalisation for +inf.
-        skipped["neginf"] = "normalize with an infinite entry: the reference is finite, fused NaN"
-        if path == "jax":
-            # The same unit_rows in XLA loses the dtype's largest values (its norm comes out as
-            # NORM_EPS), giving NaN where NumPy's reference is finite.
-            skipped["huge"] = "normalize of the dtype's largest values under XLA: NaN"
     if path == "cuda-emulation":
         # Documented: the CUDA kernel forms z / tau directly, which overflows for these logits.
         skipped["huge"] = "the dtype's largest logits: the CUDA kernel forms z / tau"

@@ -86,16 +86,19 @@ _MIN_TAU = {"float16": 1e-4, "bfloat16": 1e-24, "float32": 1e-24, "float64": 1e-
 MIN_TAU: Mapping[str, float] = MappingProxyType(_MIN_TAU)
 
 #: :func:`_min_tau` by dtype. Plain dictionaries, not functools.cache or the mapping proxy, which
-#: torch.compile cannot trace without a graph break.
+#: torch.compile cannot trace without a graph break; torch dtypes in a table of their own, since
+#: torch.compile cannot compare a torch dtype with the NumPy dtypes a key lookup meets.
 _MIN_TAU_BY_DTYPE: dict[Any, tuple[float, str]] = {}
+_MIN_TAU_BY_TORCH_DTYPE: dict[Any, tuple[float, str]] = {}
 
 
 def _min_tau(dtype: Any) -> tuple[float, str]:
     """:data:`MIN_TAU` of ``dtype`` and its name, worked out once per dtype."""
-    found = _MIN_TAU_BY_DTYPE.get(dtype)
+    table = _MIN_TAU_BY_TORCH_DTYPE if type(dtype).__module__ == "torch" else _MIN_TAU_BY_DTYPE
+    found = table.get(dtype)
     if found is None:
         name = str(dtype).rsplit(".", 1)[-1]
-        found = _MIN_TAU_BY_DTYPE[dtype] = (_MIN_TAU.get(name, 0.0), name)
+        found = table[dtype] = (_MIN_TAU.get(name, 0.0), name)
     return found
 
 

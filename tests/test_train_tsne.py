@@ -37,4 +37,4 @@ def test_figure_is_written(finished_run, tmp_path, capsys):
 def test_an_unfinished_run_is_refused_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is not a finished run" in err[0]
+    assert len(err) == 1 and "holds no finished run" in err[0]

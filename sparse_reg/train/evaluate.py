@@ -25,7 +25,7 @@ from sparse_reg.train.data import load_dataset, normalise
 from sparse_reg.train.dist import choose_device
 from sparse_reg.train.models import build_model
 
-__all__ = ["EvaluateError", "confusion_matrix", "evaluate", "format_report", "plot_confusion"]
+__all__ = ["EvaluateError", "confusion_matrix", "evaluate", "format_report", "plot_confusion", "stored_run"]
 
 #: Largest number of classes printed as a table and annotated in the plot.
 _PRINTED_CLASSES = 20
@@ -41,7 +41,19 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _stored_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
+def stored_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
+    """The settings and the data record of the finished run in ``run_dir``, validated as the
+    trainer validates its own.
+
+    The stored settings are taken as they are: a setting the run predates takes the
+    :class:`~sparse_reg.train.config.Config` default, never a preset's, so a run of an older
+    version is read as it ran.
+
+    Raises
+    ------
+    EvaluateError
+        ``config.json`` or ``model.pt`` is missing, or the settings or the record are invalid.
+    """
     for name in ("config.json", "model.pt"):
         if not (run_dir / name).is_file():
             raise EvaluateError(
@@ -161,7 +173,7 @@ def evaluate(
         The data files are missing or invalid.
     """
     run_dir = Path(run_dir)
-    config, record = _stored_run(run_dir)
+    config, record = stored_run(run_dir)
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
     x, y, class_names = _test_set(config, data)

@@ -1,9 +1,11 @@
 r"""``python -m sparse_reg.train.tsne RUN_DIR... --out FIG.png``: the paper's Figure 1 for finished runs.
 
-For each run directory it rebuilds the run's model and test set from ``config.json``, loads the
-final weights ``model.pt``, takes the *penultimate* features (the input of the last linear layer)
-of every test image and embeds them in 2-D with scikit-learn's :class:`~sklearn.manifold.TSNE`
-(PCA initialisation, a fixed seed), one panel per run, coloured by the clean test label. A run whose
+For each run directory it rebuilds the run's model and test set from ``config.json`` (read as
+``evaluate`` reads it, so a run of an older version is rebuilt as it ran), loads the returned
+weights ``model.pt`` (the selected epoch's, with ``--select holdout``), takes the *penultimate*
+features (the input of the last linear layer) of every test image and embeds them in 2-D with
+scikit-learn's :class:`~sklearn.manifold.TSNE` (PCA initialisation, a fixed seed), one panel per
+run, coloured by the clean test label. A run whose
 representation separates the classes shows one cluster per class.
 """
 
@@ -18,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparse_reg.train.config import Config, ConfigError, resolve_config
+from sparse_reg.train.config import Config, ConfigError
 from sparse_reg.train.data import DeviceData, prepare
+from sparse_reg.train.evaluate import EvaluateError, stored_run
 from sparse_reg.train.models import build_model
 
 __all__ = ["main", "penultimate_features"]
@@ -29,7 +32,7 @@ TSNE_SEED = 0
 
 
 def _load_run(run_dir: Path) -> tuple[Config, DeviceData, torch.nn.Module]:
-    config = resolve_config(json.loads((run_dir / "config.json").read_text())["config"])
+    config, _ = stored_run(run_dir)
     prepared = prepare(config)
     data = DeviceData(prepared, config, torch.device("cpu"))
     model = build_model(config.model, data.image_shape, prepared.num_classes)
@@ -61,14 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="image file to write (PNG, SVG, PDF)")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
     args = parser.parse_args(argv)
-    for run_dir in args.runs:
-        missing = [name for name in ("config.json", "model.pt") if not (run_dir / name).is_file()]
-        if missing:
-            print(
-                f"python -m sparse_reg.train.tsne: error: {str(run_dir)!r} is not a finished run "
-                f"(no {', '.join(missing)})",
-                file=sys.stderr,
-            )
+    runs = []
+    for run_dir in args.runs:  # every run is read before the first (slow) embedding
+        try:
+            runs.append(_load_run(run_dir))
+        except (EvaluateError, ConfigError) as exc:
+            print(f"python -m sparse_reg.train.tsne: error: {exc}", file=sys.stderr)
             return 2
     import matplotlib
 
@@ -78,12 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     fig, axes = plt.subplots(1, len(args.runs), figsize=(4 * len(args.runs), 4.2), squeeze=False)
-    for ax, run_dir in zip(axes[0], args.runs, strict=True):
-        try:
-            config, data, model = _load_run(run_dir)
-        except ConfigError as exc:
-            print(f"python -m sparse_reg.train.tsne: error: {str(run_dir)!r}: {exc}", file=sys.stderr)
-            return 2
+    for ax, run_dir, (config, data, model) in zip(axes[0], args.runs, runs, strict=True):
         features = penultimate_features(model, data)
         perplexity = min(args.perplexity, (len(features) - 1) / 3)
         # One thread: a few hundred points gain nothing from OpenMP, and on a loaded machine its

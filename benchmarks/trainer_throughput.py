@@ -23,11 +23,12 @@ preset's :math:`\tau`, :math:`p`, :math:`\lambda_0`):
     the same with ``--compile``.
 
 Contenders run interleaved, in rounds, and each row is the median over rounds of the median epoch.
-Two numbers per row: images/s of *training* (the epochs without scoring, over the images actually
-trained on) and the *amortised* epoch time (every epoch, scoring included), relative to the plain
-loop's training-only epoch on the same number of images. The CPU's limit is the FLOPs of one
-training step (forward and backward, counted by :class:`torch.utils.flop_counter.FlopCounterMode`)
-per image, set against the rate of a large float32 matrix product (the GEMM peak) and of the model's
+Two numbers per row: images/s of *training* (the epochs without test scoring, over the images
+actually trained on: the trainer holds 10 % out) and the *amortised* epoch time (the mean epoch,
+scoring included), relative to the plain loop's epoch on the same data set. The CPU's limit is
+the FLOPs of one training step (forward and backward, counted by
+:class:`torch.utils.flop_counter.FlopCounterMode`) per image, set against the rate of a large
+float32 matrix product (the GEMM peak) and of the model's
 widest convolution, both measured here on the same threads.
 
 Run::
@@ -128,8 +129,9 @@ def _trainer_epochs(config: Config) -> tuple[list[float], list[float], int]:
         run(config)
     rows = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
     train_only = [row["seconds"] for row in rows if row.get("test_acc") is None]
-    trained = json.loads((config.run_dir / "config.json").read_text())["data"]
-    return train_only, [row["seconds"] for row in rows], trained["train_size"] - trained["holdout_size"]
+    # The data record's train_size is what is trained on: the held-out split is not in it.
+    trained = json.loads((config.run_dir / "config.json").read_text())["data"]["train_size"]
+    return train_only, [row["seconds"] for row in rows], trained
 
 
 def _rate(operation: Callable[[], Any], flops: float, repeats: int = 5) -> float:
@@ -219,7 +221,8 @@ def table(args: argparse.Namespace, measured: dict[str, Any]) -> str:
         images = args.images if name.startswith("plain") else measured["trained_images"]
         per_second = images / statistics.median(times["train"])
         plain_rate = args.images / plain
-        epoch_ratio = statistics.median(times["all"]) * args.images / images / plain
+        # Both loops get the same data set; the trainer trains on all of it but the held-out split.
+        epoch_ratio = statistics.median(times["all"]) / plain
         share = per_second * peak["flops_per_image"] / peak["gemm_flops"]
         lines.append(
             f"| {name} | {per_second:,.0f} | {per_second / plain_rate:.2f}x | {epoch_ratio:.2f} "
@@ -245,8 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled contenders")
     parser.add_argument("--json", type=Path, help="also write the raw times here")
+    parser.add_argument("--table-from", type=Path, help="print the table of an earlier --json file")
     args = parser.parse_args(argv)
-    measured = measure(args)
+    if args.table_from:
+        measured = json.loads(args.table_from.read_text())
+    else:
+        measured = measure(args)
     if args.json:
         args.json.write_text(json.dumps(measured, indent=2))
     print(table(args, measured))

@@ -167,7 +167,7 @@ def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format
     """The memory format to train ``model`` in on ``device``.
 
     ``torch.channels_last`` for a convolutional model on the CPU, where oneDNN's NHWC convolutions
-    made a training step of the MNIST CNN 1.26x as fast on one thread
+    made the plain training loop of the MNIST CNN 1.29x as fast on one thread
     (``benchmarks/trainer_throughput.py``, ``docs/benchmarks.md``); the default contiguous format
     elsewhere, where no measurement showed a gain. A convolution whose weight is channels-last
     gives a channels-last output, so the batches need no conversion.

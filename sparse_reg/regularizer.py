@@ -87,14 +87,19 @@ MIN_TAU: Mapping[str, float] = MappingProxyType(_MIN_TAU)
 
 #: :func:`_min_tau` by dtype. Plain dictionaries, not functools.cache or the mapping proxy, which
 #: torch.compile cannot trace without a graph break; torch dtypes in a table of their own, since
-#: torch.compile cannot compare a torch dtype with the NumPy dtypes a key lookup meets.
-_MIN_TAU_BY_DTYPE: dict[Any, tuple[float, str]] = {}
+#: torch.compile cannot compare a torch dtype with the NumPy dtypes a key lookup meets, and every
+#: other library's dtypes in one table per dtype class, since array_api_strict warns when its
+#: dtypes are compared with NumPy's.
 _MIN_TAU_BY_TORCH_DTYPE: dict[Any, tuple[float, str]] = {}
+_MIN_TAU_BY_DTYPE_CLASS: dict[type, dict[Any, tuple[float, str]]] = {}
 
 
 def _min_tau(dtype: Any) -> tuple[float, str]:
     """:data:`MIN_TAU` of ``dtype`` and its name, worked out once per dtype."""
-    table = _MIN_TAU_BY_TORCH_DTYPE if type(dtype).__module__ == "torch" else _MIN_TAU_BY_DTYPE
+    if type(dtype).__module__ == "torch":
+        table = _MIN_TAU_BY_TORCH_DTYPE
+    else:
+        table = _MIN_TAU_BY_DTYPE_CLASS.setdefault(type(dtype), {})
     found = table.get(dtype)
     if found is None:
         name = str(dtype).rsplit(".", 1)[-1]

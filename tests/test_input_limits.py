@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from contextlib import nullcontext
 
 import numpy as np
@@ -161,3 +162,18 @@ def test_no_writable_numba_cache_directory(tmp_path, switch):
         assert (available, imported, warned) == ("True", "True", "1")
     else:  # switched off, Numba is never imported, so no cache is looked for
         assert (available, imported, warned) == ("False", "False", "0")
+
+
+def test_the_tau_minimum_of_one_library_never_compares_dtypes_of_another() -> None:
+    """NumPy and array-api-strict calls in one process look their dtypes up without comparing
+    them across libraries, which array-api-strict answers with a UserWarning."""
+    xps = pytest.importorskip("array_api_strict")
+    logits = np.random.default_rng(0).normal(size=(4, 3))
+    labels = np.array([0, 1, 2, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = float(sr.loss(logits, labels))
+        strict = sr.loss(xps.asarray(logits), xps.asarray(labels))
+        with pytest.raises(ValueError, match="tau must be >= 1e-24 for float32 logits"):
+            sr.loss(xps.asarray(logits.astype(np.float32)), xps.asarray(labels), tau=1e-30)
+    assert float(strict) == pytest.approx(expected, rel=1e-12)

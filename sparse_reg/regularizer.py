@@ -99,7 +99,9 @@ def _min_tau(dtype: Any) -> tuple[float, str]:
     if type(dtype).__module__ == "torch":
         table = _MIN_TAU_BY_TORCH_DTYPE
     else:
-        table = _MIN_TAU_BY_DTYPE_CLASS.setdefault(type(dtype), {})
+        table = _MIN_TAU_BY_DTYPE_CLASS.get(type(dtype))
+        if table is None:  # not setdefault: it would build an empty dict on every call
+            table = _MIN_TAU_BY_DTYPE_CLASS[type(dtype)] = {}
     found = table.get(dtype)
     if found is None:
         name = str(dtype).rsplit(".", 1)[-1]
